@@ -1,0 +1,82 @@
+# lua-zendesk: build, test and run the Zendesk user-upsert module.
+#   make                 build the C core for Lua 5.4 (build/lua5.4/zendesk/core.so)
+#   make LUA=luajit      build it for LuaJIT / OpenResty (build/luajit/zendesk/core.so)
+#   make test            install what is missing, build both flavours, run every test
+#   make demo            install what is missing, start the stand-in, sync examples/users.csv
+#   eval "$(make -s env)"  LUA_PATH / LUA_CPATH for using the checkout from a shell
+
+LUA ?= lua5.4
+PREFIX ?= /usr/local
+
+ifeq ($(LUA),luajit)
+LUA_PC := luajit
+LUA_ABI := 5.1
+else
+LUA_PC := $(LUA)
+LUA_ABI := $(patsubst lua%,%,$(LUA))
+endif
+
+BUILD := build/$(LUA)
+SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/client.c
+OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
+MODULE := $(BUILD)/zendesk/core.so
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+ZD_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
+
+# Debian packages the project needs (design.md); `make deps` installs the missing ones.
+DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
+  libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
+  gcc make curl openssl valgrind ca-certificates procps
+
+.PHONY: all build deps env test test-valgrind check-rockspec clean install demo bench lint
+
+all: build
+build: $(MODULE)
+
+$(BUILD)/%.o: src/%.c src/zd.h src/compat.h src/transport.h | $(BUILD)/zendesk
+	$(CC) $(CFLAGS) $(ZD_CFLAGS) -c -o $@ $<
+
+$(MODULE): $(OBJS)
+	$(CC) $(ZD_LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS)
+
+$(BUILD)/zendesk:
+	mkdir -p $@
+
+deps:
+	@./scripts/deps.sh $(DEB_PACKAGES)
+
+env:
+	@echo 'export LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;"'
+	@echo 'export LUA_CPATH="$(CURDIR)/build/lua5.4/?.so;;"'
+
+# Runs every suite (Lua 5.4 specs, the LuaJIT flavour, the rockspec, valgrind) and ends
+# with one line "N passed, N failed".
+test: deps
+	$(MAKE) --no-print-directory build LUA=lua5.4
+	$(MAKE) --no-print-directory build LUA=luajit
+	@./tests/run all
+
+test-valgrind: deps
+	$(MAKE) --no-print-directory build LUA=lua5.4
+	@./tests/run valgrind
+
+check-rockspec: deps
+	@./tests/run rockspec
+
+lint:
+	luacheck -q lua bin tests examples bench
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk/core.so
+	install -m 0644 lua/zendesk.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk.lua
+	install -m 0644 lua/zendesk/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk/
+	if [ -f bin/zendesk-sync ]; then install -m 0755 bin/zendesk-sync $(DESTDIR)$(PREFIX)/bin/zendesk-sync; fi
+
+clean:
+	rm -rf build tests/fake_zendesk/run

@@ -1,0 +1,1251 @@
+/* client.c: the Lua binding of the core (module zendesk.core): the client userdata, its
+ * options, the upsert / bulk / job-status / request methods, error tables and events. */
+#define _DEFAULT_SOURCE
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+#include "transport.h"
+
+#define CLIENT_MT "zendesk.Client"
+#define ERROR_MT "zendesk.Error"
+#define BOX_MT "zendesk.Buffer"
+
+extern const char zd_array_mt_key;
+extern const char zd_object_mt_key;
+
+typedef struct {
+    zd_transport t;
+    lua_State *L;            /* the state of the call in progress, for the hooks */
+    int open;
+    int on_event, on_refresh;  /* registry refs, LUA_NOREF when absent */
+    int parked;                /* registry ref of an error raised in a callback */
+    int oauth;
+    char *refresh_token, *client_id, *client_secret;
+    char refresh_err[320];
+} zd_client;
+
+/* ---- helpers ---- */
+
+static int has_crlf(const char *s, size_t n)
+{
+    return memchr(s, '\r', n) || memchr(s, '\n', n) || memchr(s, '\0', n);
+}
+
+/* Removes every secret the client holds from a message before it reaches Lua. */
+static void push_scrubbed(lua_State *L, zd_client *c, const char *msg, size_t n)
+{
+    const char *secrets[6];
+    size_t k, ns = 0;
+    luaL_Buffer b;
+    secrets[ns++] = c->t.password;
+    secrets[ns++] = c->t.bearer;
+    secrets[ns++] = c->refresh_token;
+    secrets[ns++] = c->client_secret;
+    secrets[ns++] = c->t.proxy;
+    luaL_buffinit(L, &b);
+    while (n > 0) {
+        size_t skip = 0;
+        for (k = 0; k < ns; k++) {
+            size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
+            if (sl >= 4 && sl <= n && memcmp(msg, secrets[k], sl) == 0) {
+                skip = sl;
+                break;
+            }
+        }
+        if (skip) {
+            luaL_addstring(&b, "[redacted]");
+            msg += skip;
+            n -= skip;
+        } else {
+            luaL_addchar(&b, (unsigned char)*msg < 0x20 ? ' ' : *msg);
+            msg++;
+            n--;
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+static zd_client *check_client(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (!c->open)
+        luaL_error(L, "attempt to use a closed zendesk client");
+    c->L = L;
+    return c;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_num(lua_State *L, const char *k, long long v)
+{
+    zd_pushid(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* ---- errors ---- */
+
+static int error_tostring(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "zendesk: ");
+    lua_getfield(L, 1, "kind");
+    luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "status");
+    if (lua_isnumber(L, -1)) {
+        lua_pushfstring(L, " %d", (int)lua_tointeger(L, -1));
+        luaL_addvalue(&b);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "code");
+    if (lua_isstring(L, -1)) {
+        luaL_addchar(&b, ' ');
+        luaL_addstring(&b, lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "message");
+    if (lua_isstring(L, -1)) {
+        luaL_addstring(&b, ": ");
+        luaL_addstring(&b, lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "details");
+    if (lua_istable(L, -1)) {
+        /* "(email: Email: x is not properly formatted; name: ...)" */
+        int first = 1;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+                lua_rawgeti(L, -1, 1);
+                if (lua_istable(L, -1)) {
+                    lua_getfield(L, -1, "description");
+                    if (lua_isstring(L, -1)) {
+                        luaL_addstring(&b, first ? " (" : "; ");
+                        first = 0;
+                        lua_pushvalue(L, -5);
+                        luaL_addvalue(&b);
+                        luaL_addstring(&b, ": ");
+                        luaL_addvalue(&b);
+                    } else {
+                        lua_pop(L, 1);
+                    }
+                }
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+        if (!first)
+            luaL_addchar(&b, ')');
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "retry_after");
+    if (lua_isnumber(L, -1)) {
+        lua_pushfstring(L, " (retry after %d s)", (int)lua_tonumber(L, -1));
+        luaL_addvalue(&b);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "request_id");
+    if (lua_isstring(L, -1)) {
+        luaL_addstring(&b, " [request_id ");
+        luaL_addvalue(&b);
+        luaL_addchar(&b, ']');
+    } else {
+        lua_pop(L, 1);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* Pushes a new error table {kind = kind, message = msg} with the shared metatable. */
+static void push_error(lua_State *L, const char *kind, const char *msg)
+{
+    lua_createtable(L, 0, 8);
+    set_str(L, "kind", kind);
+    if (msg)
+        set_str(L, "message", msg);
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setmetatable(L, -2);
+}
+
+static int fail_validation(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    push_error(L, "validation", msg);
+    return 2;
+}
+
+/* Fills meta (or error) fields shared by successes and failures. */
+static void add_response_fields(lua_State *L, zd_xfer *x)
+{
+    const zd_resp *r = &x->resp;
+    if (r->request_id[0])
+        set_str(L, "request_id", r->request_id);
+    lua_pushinteger(L, x->attempts);
+    lua_setfield(L, -2, "attempts");
+}
+
+static void push_meta(lua_State *L, zd_xfer *x)
+{
+    const zd_resp *r = &x->resp;
+    lua_createtable(L, 0, 8);
+    set_num(L, "status", r->status);
+    lua_pushboolean(L, r->status == 201);
+    lua_setfield(L, -2, "created");
+    if (r->location[0])
+        set_str(L, "location", r->location);
+    if (r->warn[0])
+        set_str(L, "warn", r->warn);
+    if (r->rl_limit >= 0 || r->rl_remaining >= 0) {
+        lua_createtable(L, 0, 3);
+        if (r->rl_limit >= 0)
+            set_num(L, "limit", r->rl_limit);
+        if (r->rl_remaining >= 0)
+            set_num(L, "remaining", r->rl_remaining);
+        if (r->rl_reset >= 0)
+            set_num(L, "reset", r->rl_reset);
+        lua_setfield(L, -2, "rate_limit");
+    }
+    if (r->ep_total >= 0 || r->ep_remaining >= 0) {
+        lua_createtable(L, 0, 3);
+        if (r->ep_total >= 0)
+            set_num(L, "total", r->ep_total);
+        if (r->ep_remaining >= 0)
+            set_num(L, "remaining", r->ep_remaining);
+        if (r->ep_resets >= 0)
+            set_num(L, "resets", r->ep_resets);
+        lua_setfield(L, -2, "endpoint_limit");
+    }
+    add_response_fields(L, x);
+}
+
+static int is_json(const zd_xfer *x)
+{
+    const char *p = x->body.p;
+    if (strstr(x->resp.content_type, "json"))
+        return 1;
+    while (p && *p && isspace((unsigned char)*p))
+        p++;
+    return p && (*p == '{' || *p == '[');
+}
+
+/* First line of a text or HTML body, tags dropped, trimmed to a readable length. */
+static void push_text_excerpt(lua_State *L, zd_client *c, const char *s, size_t n)
+{
+    char out[201];
+    size_t i, j = 0;
+    int in_tag = 0, space = 1;
+    for (i = 0; i < n && j < sizeof out - 1; i++) {
+        char ch = s[i];
+        if (ch == '<') {
+            in_tag = 1;
+            continue;
+        }
+        if (in_tag) {
+            in_tag = ch != '>';
+            if (!in_tag && !space)
+                out[j++] = ' ', space = 1;
+            continue;
+        }
+        if (isspace((unsigned char)ch)) {
+            if (!space)
+                out[j++] = ' ', space = 1;
+            continue;
+        }
+        out[j++] = ch;
+        space = 0;
+    }
+    while (j > 0 && out[j - 1] == ' ')
+        j--;
+    push_scrubbed(L, c, out, j);
+}
+
+/* Pushes nil, err for a transfer that did not succeed. */
+static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
+{
+    long status = x->resp.status;
+    const char *kind;
+    lua_pushnil(L);
+    if (x->cc != CURLE_OK) {
+        char msg[CURL_ERROR_SIZE + 64];
+        snprintf(msg, sizeof msg, "%s %s: %s", x->method, x->path,
+                 x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->cc));
+        push_error(L, x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", NULL);
+        push_scrubbed(L, c, msg, strlen(msg));
+        lua_setfield(L, -2, "message");
+        set_num(L, "curl_code", x->cc);
+        lua_pushinteger(L, x->attempts);
+        lua_setfield(L, -2, "attempts");
+        return 2;
+    }
+    kind = status == 401 || status == 403 ? "auth" : status == 429 ? "rate_limited" : "http";
+    push_error(L, kind, NULL);
+    set_num(L, "status", status);
+    if (x->resp.retry_after >= 0) {
+        lua_pushnumber(L, x->resp.retry_after);
+        lua_setfield(L, -2, "retry_after");
+    }
+    add_response_fields(L, x);
+    if (x->body.len > 0 && is_json(x) && zd_json_decode(L, x->body.p, x->body.len) == 1) {
+        int body = lua_gettop(L);
+        lua_getfield(L, body, "error");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_setfield(L, body - 1, "code");
+            lua_getfield(L, body, "description");
+            if (!lua_isstring(L, -1)) {
+                lua_pop(L, 1);
+                lua_getfield(L, body, "error_description");
+            }
+        } else if (lua_istable(L, -1)) {
+            /* {"error": {"title": "Forbidden", "message": "..."}} */
+            lua_getfield(L, -1, "title");
+            lua_setfield(L, body - 1, "code");
+            lua_getfield(L, -1, "message");
+            lua_remove(L, -2);
+        }
+        if (lua_isstring(L, -1)) {
+            size_t n;
+            const char *m = lua_tolstring(L, -1, &n);
+            push_scrubbed(L, c, m, n);
+            lua_setfield(L, body - 1, "message");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, body, "details");
+        if (lua_istable(L, -1))
+            lua_setfield(L, body - 1, "details");
+        else
+            lua_pop(L, 1);
+        lua_pop(L, 1);
+    } else if (x->body.len > 0) {
+        if (x->body.len > 0 && is_json(x))
+            lua_pop(L, 2);   /* undecodable JSON error body: nil, msg from the decoder */
+        push_text_excerpt(L, c, x->body.p, x->body.len);
+        lua_setfield(L, -2, "message");
+    }
+    lua_getfield(L, -1, "message");
+    if (lua_isnil(L, -1)) {
+        lua_pushfstring(L, "%s %s answered HTTP %d", x->method, x->path, (int)status);
+        lua_setfield(L, -3, "message");
+    }
+    lua_pop(L, 1);
+    if (status == 401 && c->refresh_err[0]) {
+        lua_getfield(L, -1, "message");
+        lua_pushfstring(L, "%s; %s", lua_tostring(L, -1), c->refresh_err);
+        lua_setfield(L, -3, "message");
+        lua_pop(L, 1);
+    }
+    if (x->waited_too_long) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "retry_after_too_long");
+    }
+    return 2;
+}
+
+/* Pushes value, meta for a successful transfer (value = body[key] when key is given),
+ * or nil, err. */
+static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
+{
+    long s = x->resp.status;
+    if (x->cc != CURLE_OK || s < 200 || s > 299)
+        return push_failure(L, c, x);
+    if (x->body.len == 0) {
+        if (key) {
+            lua_pushnil(L);
+            push_error(L, "http", "empty answer where a JSON body was expected");
+            set_num(L, "status", s);
+            add_response_fields(L, x);
+            return 2;
+        }
+        lua_pushnil(L);
+    } else if (zd_json_decode(L, x->body.p, x->body.len) != 1) {
+        lua_remove(L, -2);
+        lua_pushnil(L);
+        push_error(L, "http", NULL);
+        lua_pushvalue(L, -3);
+        lua_setfield(L, -2, "message");
+        set_str(L, "code", "InvalidJSON");
+        set_num(L, "status", s);
+        add_response_fields(L, x);
+        lua_remove(L, -3);
+        return 2;
+    }
+    if (key) {
+        lua_getfield(L, -1, key);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+            lua_pushnil(L);
+            push_error(L, "http", NULL);
+            lua_pushfstring(L, "answer has no \"%s\" field", key);
+            lua_setfield(L, -2, "message");
+            set_str(L, "code", "InvalidResponse");
+            set_num(L, "status", s);
+            add_response_fields(L, x);
+            return 2;
+        }
+        lua_remove(L, -2);
+    }
+    push_meta(L, x);
+    return 2;
+}
+
+/* ---- hooks called from the transport loop ---- */
+
+static int call_event(zd_client *c, int ev)
+{
+    lua_State *L = c->L;
+    if (c->on_event == LUA_NOREF) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_event);
+    lua_insert(L, -2);
+    (void)ev;
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        c->parked = luaL_ref(L, LUA_REGISTRYINDEX);
+        return -1;
+    }
+    return 0;
+}
+
+static int hook_retry(void *ud, zd_xfer *x, const char *reason, double wait)
+{
+    zd_client *c = ud;
+    lua_State *L = c->L;
+    lua_createtable(L, 0, 8);
+    set_str(L, "type", "retry");
+    set_str(L, "method", x->method);
+    set_str(L, "path", x->path);
+    lua_pushinteger(L, x->attempts);
+    lua_setfield(L, -2, "attempt");
+    lua_pushnumber(L, wait);
+    lua_setfield(L, -2, "wait");
+    set_str(L, "reason", reason);
+    if (x->cc == CURLE_OK)
+        set_num(L, "status", x->resp.status);
+    if (x->resp.request_id[0])
+        set_str(L, "request_id", x->resp.request_id);
+    return call_event(c, 0);
+}
+
+static int hook_unauthorized(void *ud, zd_xfer *x)
+{
+    zd_client *c = ud;
+    lua_State *L = c->L;
+    zd_buf out = {0}, body = {0};
+    zd_resp resp;
+    char errbuf[CURL_ERROR_SIZE], err[160];
+    CURLcode cc;
+    int top = lua_gettop(L), ok = 0;
+    (void)x;
+
+    c->refresh_err[0] = '\0';
+    if (!c->oauth || !(c->refresh_token || (c->client_id && c->client_secret)))
+        return 0;
+    lua_createtable(L, 0, 4);
+    set_str(L, "grant_type", c->refresh_token ? "refresh_token" : "client_credentials");
+    if (c->refresh_token)
+        set_str(L, "refresh_token", c->refresh_token);
+    if (c->client_id)
+        set_str(L, "client_id", c->client_id);
+    if (c->client_secret)
+        set_str(L, "client_secret", c->client_secret);
+    if (!zd_json_encode(L, -1, &body, "oauth", err, sizeof err)) {
+        snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: %s", err);
+        goto done;
+    }
+    cc = zd_transport_post_plain(&c->t, "/oauth/tokens", body.p, body.len, &out, &resp, errbuf);
+    if (cc != CURLE_OK) {
+        snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: %s",
+                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        goto done;
+    }
+    if (resp.status != 200 || zd_json_decode(L, out.p ? out.p : "", out.len) != 1 || !lua_istable(L, -1)) {
+        snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: HTTP %ld", resp.status);
+        if (resp.status != 200 || out.len == 0)
+            goto done;
+        goto done;
+    }
+    {
+        int t = lua_gettop(L);
+        size_t an, rn = 0;
+        const char *access, *refresh = NULL;
+        lua_getfield(L, t, "access_token");
+        lua_getfield(L, t, "refresh_token");
+        access = lua_tolstring(L, -2, &an);
+        if (lua_isstring(L, -1))
+            refresh = lua_tolstring(L, -1, &rn);
+        if (!access || an == 0 || has_crlf(access, an) || (refresh && has_crlf(refresh, rn))) {
+            snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: no usable access_token");
+            goto done;
+        }
+        zd_free_secret(&c->t.bearer);
+        c->t.bearer = zd_strdup_secret(access);
+        if (refresh) {
+            zd_free_secret(&c->refresh_token);
+            c->refresh_token = zd_strdup_secret(refresh);
+        }
+        c->t.auth_gen++;
+        ok = 1;
+        lua_pop(L, 2);
+        /* hand the new pair to the caller: the old refresh token is dead from now on */
+        if (c->on_refresh != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, c->on_refresh);
+            lua_createtable(L, 0, 4);
+            lua_getfield(L, t, "access_token");
+            lua_setfield(L, -2, "access_token");
+            lua_getfield(L, t, "refresh_token");
+            lua_setfield(L, -2, "refresh_token");
+            lua_getfield(L, t, "expires_in");
+            lua_setfield(L, -2, "expires_in");
+            lua_getfield(L, t, "token_type");
+            lua_setfield(L, -2, "token_type");
+            lua_getfield(L, t, "scope");
+            lua_setfield(L, -2, "scope");
+            if (lua_pcall(L, 1, 0, 0) != 0) {
+                c->parked = luaL_ref(L, LUA_REGISTRYINDEX);
+                ok = -1;
+                goto done;
+            }
+        }
+        lua_createtable(L, 0, 2);
+        set_str(L, "type", "token_refresh");
+        if (call_event(c, 0) < 0)
+            ok = -1;
+    }
+done:
+    zd_wipe(body.p, body.cap);
+    zd_wipe(out.p, out.cap);
+    zd_buf_free(&body);
+    zd_buf_free(&out);
+    lua_settop(L, top);
+    return ok;
+}
+
+/* Runs n prepared transfers; raises a parked callback error after cleaning up. */
+static void run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
+{
+    c->refresh_err[0] = '\0';
+    c->parked = LUA_NOREF;
+    if (zd_transport_run(&c->t, xs, n) < 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->parked);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->parked);
+        c->parked = LUA_NOREF;
+        lua_error(L);
+    }
+}
+
+static zd_xfer *slot(lua_State *L, zd_client *c, size_t i)
+{
+    zd_xfer *x = zd_transport_xfer(&c->t, i);
+    if (!x)
+        luaL_error(L, "zendesk: cannot set up a transfer (out of memory)");
+    x->req.len = 0;
+    x->has_body = 0;
+    return x;
+}
+
+/* Encodes the value at idx as {"<wrap>": value} (or bare when wrap is NULL) into x->req. */
+static int encode_body(lua_State *L, zd_xfer *x, int idx, const char *wrap, const char *root)
+{
+    char err[256];
+    int ok = 1;
+    if (wrap)
+        ok = zd_buf_adds(&x->req, "{\"") && zd_buf_adds(&x->req, wrap) && zd_buf_adds(&x->req, "\":");
+    if (!ok)
+        return luaL_error(L, "zendesk: out of memory");
+    if (!zd_json_encode(L, idx, &x->req, root, err, sizeof err)) {
+        lua_pushnil(L);
+        push_error(L, "validation", err);
+        return 0;
+    }
+    if (wrap && !zd_buf_addc(&x->req, '}'))
+        return luaL_error(L, "zendesk: out of memory");
+    x->has_body = 1;
+    return 1;
+}
+
+static void prepare(lua_State *L, zd_client *c, zd_xfer *x, const char *method, const char *path, size_t n)
+{
+    if (!zd_xfer_prepare(&c->t, x, method, path, n))
+        luaL_error(L, "zendesk: out of memory");
+}
+
+/* ---- methods ---- */
+
+static int c_upsert(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    zd_xfer *x;
+    static const char path[] = "/api/v2/users/create_or_update.json";
+    luaL_checktype(L, 2, LUA_TTABLE);
+    x = slot(L, c, 0);
+    if (!encode_body(L, x, 2, "user", "user"))
+        return 2;
+    prepare(L, c, x, "POST", path, sizeof path - 1);
+    run(L, c, &x, 1);
+    return push_result(L, c, x, "user");
+}
+
+static int c_bulk_upsert(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    zd_xfer *x;
+    size_t n;
+    static const char path[] = "/api/v2/users/create_or_update_many.json";
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = zd_rawlen(L, 2);
+    if (n < 1 || n > 100)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected 1 to 100 users, got %d", (int)n));
+    x = slot(L, c, 0);
+    if (!encode_body(L, x, 2, "users", "users"))
+        return 2;
+    prepare(L, c, x, "POST", path, sizeof path - 1);
+    run(L, c, &x, 1);
+    return push_result(L, c, x, "job_status");
+}
+
+static int valid_job_id(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 100)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+static int c_job_status(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    size_t n;
+    const char *id = luaL_checklstring(L, 2, &n);
+    zd_buf *u;
+    zd_xfer *x;
+    if (!valid_job_id(id, n))
+        return fail_validation(L, "job id: must be letters, digits, '-' or '_'");
+    x = slot(L, c, 0);
+    u = &x->req;   /* borrow the idle request buffer for the path */
+    if (!zd_buf_adds(u, "/api/v2/job_statuses/") || !zd_buf_add(u, id, n) || !zd_buf_adds(u, ".json"))
+        return luaL_error(L, "zendesk: out of memory");
+    prepare(L, c, x, "GET", u->p, u->len);
+    run(L, c, &x, 1);
+    return push_result(L, c, x, "job_status");
+}
+
+static int c_job_statuses(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    size_t i, n;
+    zd_buf *u;
+    zd_xfer *x;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = zd_rawlen(L, 2);
+    if (n < 1 || n > 100)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected 1 to 100 job ids, got %d", (int)n));
+    x = slot(L, c, 0);
+    u = &x->req;
+    if (!zd_buf_adds(u, "/api/v2/job_statuses/show_many.json?ids="))
+        return luaL_error(L, "zendesk: out of memory");
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *id;
+        lua_rawgeti(L, 2, (int)i);
+        id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (!id || !valid_job_id(id, len)) {
+            lua_pushnil(L);
+            push_error(L, "validation", NULL);
+            lua_pushfstring(L, "ids[%d]: job ids are strings of letters, digits, '-' or '_'", (int)i);
+            lua_setfield(L, -2, "message");
+            return 2;
+        }
+        if ((i > 1 && !zd_buf_addc(u, ',')) || !zd_buf_add(u, id, len))
+            return luaL_error(L, "zendesk: out of memory");
+        lua_pop(L, 1);
+    }
+    prepare(L, c, x, "GET", u->p, u->len);
+    run(L, c, &x, 1);
+    return push_result(L, c, x, "job_statuses");
+}
+
+static const char *check_method(lua_State *L, int idx)
+{
+    static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH", NULL};
+    return methods[luaL_checkoption(L, idx, NULL, methods)];
+}
+
+/* Paths are the caller's, so nothing in them may reach another host or a header. */
+static int valid_path(const char *p, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 2048 || p[0] != '/' || (n > 1 && p[1] == '/'))
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '\\' || ch == '"' || ch == '<' || ch == '>')
+            return 0;
+        if (ch == '.' && i > 0 && p[i - 1] == '/' && i + 1 < n && p[i + 1] == '.')
+            return 0;
+    }
+    return 1;
+}
+
+/* Prepares transfer x from (method, path, body) at stack positions m, m+1, m+2;
+ * returns 0 with nil, err pushed when the input is not acceptable. */
+static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
+{
+    size_t pn;
+    const char *method = check_method(L, m);
+    const char *path = luaL_checklstring(L, m + 1, &pn);
+    if (!valid_path(path, pn)) {
+        fail_validation(L, "path: must start with '/' and hold only printable characters, no '..'");
+        return 0;
+    }
+    switch (lua_type(L, m + 2)) {
+    case LUA_TNONE:
+    case LUA_TNIL:
+        break;
+    case LUA_TSTRING: {
+        size_t bn;
+        const char *b = lua_tolstring(L, m + 2, &bn);
+        if (!zd_buf_add(&x->req, b, bn))
+            return luaL_error(L, "zendesk: out of memory");
+        x->has_body = 1;
+        break;
+    }
+    case LUA_TTABLE:
+        if (!encode_body(L, x, m + 2, NULL, "body"))
+            return 0;
+        break;
+    default:
+        return luaL_argerror(L, m + 2, "body must be a table, a JSON string or nil");
+    }
+    prepare(L, c, x, method, path, pn);
+    return 1;
+}
+
+static int c_request(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    zd_xfer *x = slot(L, c, 0);
+    if (!prepare_request(L, c, x, 2))
+        return 2;
+    run(L, c, &x, 1);
+    return push_result(L, c, x, NULL);
+}
+
+/* request_many{ {method, path, body}, ... }: concurrent, over the multi handle.
+ * Returns an array of {value = ..., meta = ...} or {err = ...}, in request order. */
+static int c_request_many(lua_State *L)
+{
+    zd_client *c = check_client(L);
+    zd_xfer *xs[ZD_MAX_CONCURRENT];
+    int ok[ZD_MAX_CONCURRENT];
+    size_t i, n, live = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    n = zd_rawlen(L, 2);
+    if (n > ZD_MAX_CONCURRENT)
+        return luaL_argerror(L, 2, "at most 64 requests at once");
+    lua_settop(L, 2);
+    lua_createtable(L, (int)n, 0);   /* 3: results */
+    for (i = 0; i < n; i++) {
+        int top;
+        lua_rawgeti(L, 2, (int)i + 1);
+        if (!lua_istable(L, -1))
+            return luaL_argerror(L, 2, "each request is a table {method, path, body}");
+        top = lua_gettop(L);
+        lua_rawgeti(L, top, 1);
+        lua_rawgeti(L, top, 2);
+        lua_rawgeti(L, top, 3);
+        xs[i] = slot(L, c, i);
+        ok[i] = prepare_request(L, c, xs[i], top + 1);
+        if (!ok[i]) {
+            lua_createtable(L, 0, 1);
+            lua_insert(L, -2);
+            lua_setfield(L, -2, "err");
+            lua_rawseti(L, 3, (int)i + 1);
+            lua_pop(L, 1);
+        }
+        lua_settop(L, 3);
+    }
+    {
+        zd_xfer *torun[ZD_MAX_CONCURRENT];
+        for (i = 0; i < n; i++)
+            if (ok[i])
+                torun[live++] = xs[i];
+        if (live)
+            run(L, c, torun, live);
+    }
+    for (i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        lua_createtable(L, 0, 2);
+        push_result(L, c, xs[i], NULL);
+        lua_getfield(L, -1, "kind");   /* errors have a kind, metas don't */
+        if (!lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_setfield(L, -3, "err");
+            lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+            lua_setfield(L, -3, "meta");
+            lua_setfield(L, -2, "value");
+        }
+        lua_rawseti(L, 3, (int)i + 1);
+    }
+    return 1;
+}
+
+static int c_close(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (!c->open && !c->t.multi && !c->t.base && c->on_event == LUA_NOREF)
+        return 0;
+    c->open = 0;
+    zd_transport_free(&c->t);
+    zd_free_secret(&c->refresh_token);
+    zd_free_secret(&c->client_id);
+    zd_free_secret(&c->client_secret);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->on_event);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->on_refresh);
+    c->on_event = c->on_refresh = LUA_NOREF;
+    return 0;
+}
+
+static int c_tostring(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->open)
+        lua_pushfstring(L, "zendesk.Client (%s)", c->t.base);
+    else
+        lua_pushliteral(L, "zendesk.Client (closed)");
+    return 1;
+}
+
+static int c_is_open(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    lua_pushboolean(L, c->open);
+    return 1;
+}
+
+/* ---- construction ---- */
+
+static const char *opt_string(lua_State *L, int t, const char *name, size_t *len)
+{
+    const char *s;
+    size_t n;
+    lua_getfield(L, t, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "zendesk.new: option '%s' must be a string", name);
+    s = lua_tolstring(L, -1, &n);
+    if (has_crlf(s, n))
+        luaL_error(L, "zendesk.new: option '%s' contains CR, LF or NUL", name);
+    lua_pop(L, 1);   /* still referenced by the options table */
+    if (len)
+        *len = n;
+    return s;
+}
+
+static double opt_number(lua_State *L, int t, const char *name, double dflt, double lo, double hi)
+{
+    double v;
+    lua_getfield(L, t, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "zendesk.new: option '%s' must be a number", name);
+    v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v >= lo && v <= hi))
+        luaL_error(L, "zendesk.new: option '%s' must be between %f and %f", name, lo, hi);
+    return v;
+}
+
+static int opt_function(lua_State *L, int t, const char *name)
+{
+    lua_getfield(L, t, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "zendesk.new: option '%s' must be a function", name);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int valid_subdomain(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 63 || s[0] == '-')
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static int is_loopback(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
+/* base URL from url = "scheme://host[:port]" (no path, credentials, query or fragment) */
+static void set_base_url(lua_State *L, zd_client *c, const char *url, int insecure_ok)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *user = NULL, *query = NULL,
+         *frag = NULL;
+    char msg[200];
+    zd_buf b = {0};
+    msg[0] = '\0';
+    if (!u)
+        luaL_error(L, "zendesk.new: out of memory");
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+        snprintf(msg, sizeof msg, "option 'url' is not a valid URL");
+    else {
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+        curl_url_get(u, CURLUPART_HOST, &host, 0);
+        curl_url_get(u, CURLUPART_PORT, &port, 0);
+        curl_url_get(u, CURLUPART_PATH, &path, 0);
+        curl_url_get(u, CURLUPART_USER, &user, 0);
+        curl_url_get(u, CURLUPART_QUERY, &query, 0);
+        curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
+        if (!scheme || (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0))
+            snprintf(msg, sizeof msg, "option 'url' must be http:// or https://");
+        else if (!host || !*host)
+            snprintf(msg, sizeof msg, "option 'url' has no host");
+        else if (user || query || frag || (path && strcmp(path, "/") != 0))
+            snprintf(msg, sizeof msg, "option 'url' must be scheme://host[:port] only (no path, user, query)");
+        else if (strcmp(scheme, "http") == 0 && !is_loopback(host) && !insecure_ok)
+            snprintf(msg, sizeof msg,
+                     "refusing plain http to %.80s: use https (or allow_insecure_http = true)", host);
+        else if (!zd_buf_adds(&b, scheme) || !zd_buf_adds(&b, "://") || !zd_buf_adds(&b, host) ||
+                 (port && (!zd_buf_addc(&b, ':') || !zd_buf_adds(&b, port))))
+            snprintf(msg, sizeof msg, "out of memory");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_free(user);
+    curl_free(query);
+    curl_free(frag);
+    curl_url_cleanup(u);
+    if (msg[0]) {
+        zd_buf_free(&b);
+        luaL_error(L, "zendesk.new: %s", msg);
+    }
+    c->t.base = b.p;
+}
+
+static const char *const known_options[] = {
+    "url", "subdomain", "email", "token", "password", "oauth", "timeout", "connect_timeout",
+    "ca_file", "proxy", "user_agent", "max_retries", "max_retry_wait", "retry_base_delay",
+    "on_event", "allow_insecure_http", NULL
+};
+static const char *const known_oauth[] = {
+    "access_token", "refresh_token", "client_id", "client_secret", "on_refresh", NULL
+};
+
+static void check_keys(lua_State *L, int t, const char *const *known, const char *what)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        int i, found = 0;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (i = 0; known[i]; i++)
+                if (strcmp(known[i], lua_tostring(L, -2)) == 0)
+                    found = 1;
+        if (!found) {
+            if (lua_type(L, -2) == LUA_TSTRING)
+                luaL_error(L, "zendesk.new: unknown %s '%s'", what, lua_tostring(L, -2));
+            luaL_error(L, "zendesk.new: %s names must be strings, got a %s", what, luaL_typename(L, -2));
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static int core_new(lua_State *L)
+{
+    zd_client *c;
+    const char *url, *sub, *email, *token, *password, *s;
+    size_t n;
+    int insecure;
+    char ua[160];
+    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    /* created closed: if setting up fails half-way, __gc frees whatever was acquired */
+    c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->on_event = c->on_refresh = c->parked = LUA_NOREF;
+    luaL_getmetatable(L, CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    check_keys(L, 1, known_options, "option");
+    url = opt_string(L, 1, "url", NULL);
+    sub = opt_string(L, 1, "subdomain", &n);
+    lua_getfield(L, 1, "allow_insecure_http");
+    insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if ((url == NULL) == (sub == NULL))
+        return luaL_error(L, "zendesk.new: give exactly one of 'url' and 'subdomain'");
+    if (sub) {
+        char base[128];
+        if (!valid_subdomain(sub, n))
+            return luaL_error(L, "zendesk.new: option 'subdomain' must match ^[a-z0-9][a-z0-9-]*$");
+        snprintf(base, sizeof base, "https://%s.zendesk.com", sub);
+        c->t.base = strdup(base);
+    } else {
+        set_base_url(L, c, url, insecure);
+    }
+
+    email = opt_string(L, 1, "email", NULL);
+    token = opt_string(L, 1, "token", NULL);
+    password = opt_string(L, 1, "password", NULL);
+    lua_getfield(L, 1, "oauth");
+    if (!lua_isnil(L, -1)) {
+        int o = lua_gettop(L);
+        const char *at;
+        if (!lua_istable(L, o))
+            return luaL_error(L, "zendesk.new: option 'oauth' must be a table");
+        check_keys(L, o, known_oauth, "oauth field");
+        at = opt_string(L, o, "access_token", NULL);
+        c->refresh_token = zd_strdup_secret(opt_string(L, o, "refresh_token", NULL));
+        c->client_id = zd_strdup_secret(opt_string(L, o, "client_id", NULL));
+        c->client_secret = zd_strdup_secret(opt_string(L, o, "client_secret", NULL));
+        c->on_refresh = opt_function(L, o, "on_refresh");
+        if (!at && !(c->client_id && c->client_secret))
+            return luaL_error(L, "zendesk.new: oauth needs access_token (or client_id and client_secret)");
+        if (c->refresh_token && !(c->client_id && c->client_secret))
+            return luaL_error(L, "zendesk.new: oauth refresh_token needs client_id and client_secret");
+        if (email || token || password)
+            return luaL_error(L, "zendesk.new: give either oauth or email with token, not both");
+        c->oauth = 1;
+        /* without an access token yet, the first request's 401 fetches one */
+        c->t.bearer = zd_strdup_secret(at ? at : "-");
+    } else if (email && (token || password)) {
+        if (token && password)
+            return luaL_error(L, "zendesk.new: give 'token' or 'password', not both");
+        if (token) {
+            zd_buf u = {0};
+            if (!zd_buf_adds(&u, email) || !zd_buf_adds(&u, "/token"))
+                return luaL_error(L, "zendesk.new: out of memory");
+            c->t.username = u.p;
+            c->t.password = zd_strdup_secret(token);
+        } else {
+            c->t.username = zd_strdup_secret(email);
+            c->t.password = zd_strdup_secret(password);
+        }
+    } else {
+        return luaL_error(L, "zendesk.new: no credentials: give email and token, or oauth");
+    }
+    lua_pop(L, 1);
+
+    c->t.timeout_ms = (long)(opt_number(L, 1, "timeout", 30, 0.001, 86400) * 1000);
+    c->t.connect_timeout_ms = (long)(opt_number(L, 1, "connect_timeout", 10, 0.001, 3600) * 1000);
+    c->t.max_retries = (int)opt_number(L, 1, "max_retries", 5, 0, 100);
+    c->t.max_retry_wait = opt_number(L, 1, "max_retry_wait", 60, 0, 86400);
+    c->t.retry_base = opt_number(L, 1, "retry_base_delay", 0.5, 0, 3600);
+    if ((s = opt_string(L, 1, "ca_file", NULL)) != NULL)
+        c->t.ca_file = strdup(s);
+    if ((s = opt_string(L, 1, "proxy", NULL)) != NULL)
+        c->t.proxy = zd_strdup_secret(s);
+    if ((s = opt_string(L, 1, "user_agent", NULL)) != NULL) {
+        c->t.user_agent = strdup(s);
+    } else {
+        snprintf(ua, sizeof ua, "lua-zendesk/%s libcurl/%s %s", ZD_VERSION, cv->version, LUA_VERSION);
+        c->t.user_agent = strdup(ua);
+    }
+    c->on_event = opt_function(L, 1, "on_event");
+    if (!c->t.base || !c->t.user_agent || (c->oauth && !c->t.bearer) || (c->t.username && !c->t.password))
+        return luaL_error(L, "zendesk.new: out of memory");
+    c->t.hooks.ud = c;
+    c->t.hooks.on_retry = hook_retry;
+    c->t.hooks.on_unauthorized = hook_unauthorized;
+    if (!zd_transport_init(&c->t))
+        return luaL_error(L, "zendesk.new: cannot initialise libcurl");
+    c->open = 1;
+    return 1;
+}
+
+/* ---- module functions ---- */
+
+typedef struct {
+    zd_buf b;
+} zd_box;
+
+static int box_gc(lua_State *L)
+{
+    zd_box *box = luaL_checkudata(L, 1, BOX_MT);
+    zd_buf_free(&box->b);
+    return 0;
+}
+
+/* encode(value [, root]) -> json | nil, err */
+static int core_encode(lua_State *L)
+{
+    char err[256];
+    const char *root = luaL_optstring(L, 2, "value");
+    zd_box *box;
+    luaL_checkany(L, 1);
+    lua_settop(L, 2);
+    /* the buffer lives in a userdata, so a Lua error half-way cannot leak it */
+    box = lua_newuserdata(L, sizeof *box);
+    memset(box, 0, sizeof *box);
+    luaL_getmetatable(L, BOX_MT);
+    lua_setmetatable(L, -2);
+    if (!zd_json_encode(L, 1, &box->b, root, err, sizeof err)) {
+        lua_pushnil(L);
+        push_error(L, "validation", err);
+        return 2;
+    }
+    lua_pushlstring(L, box->b.p ? box->b.p : "", box->b.len);
+    zd_buf_free(&box->b);
+    return 1;
+}
+
+/* decode(json) -> value | nil, err */
+static int core_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    if (zd_json_decode(L, s, n) == 2) {
+        const char *msg = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        push_error(L, "validation", msg);
+        return 2;
+    }
+    return 1;
+}
+
+/* error{...} -> the same table with the error metatable: one error type for C and Lua */
+static int core_error(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+static int core_is_error(lua_State *L)
+{
+    int yes = 0;
+    if (lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, ERROR_MT);
+        yes = lua_rawequal(L, -1, -2);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
+static int core_sleep(lua_State *L)
+{
+    zd_sleep(luaL_checknumber(L, 1));
+    return 0;
+}
+
+static int core_now(lua_State *L)
+{
+    lua_pushnumber(L, zd_now());
+    return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+    {"upsert", c_upsert},
+    {"bulk_upsert", c_bulk_upsert},
+    {"job_status", c_job_status},
+    {"job_statuses", c_job_statuses},
+    {"request", c_request},
+    {"request_many", c_request_many},
+    {"close", c_close},
+    {"is_open", c_is_open},
+    {NULL, NULL}
+};
+
+static const luaL_Reg client_meta[] = {
+    {"__gc", c_close},
+    {"__close", c_close},
+    {"__tostring", c_tostring},
+    {NULL, NULL}
+};
+
+static const luaL_Reg functions[] = {
+    {"new", core_new},
+    {"encode", core_encode},
+    {"decode", core_decode},
+    {"error", core_error},
+    {"is_error", core_is_error},
+    {"sleep", core_sleep},
+    {"now", core_now},
+    {NULL, NULL}
+};
+
+static void shape_marker(lua_State *L, const char *name, const void *key)
+{
+    lua_newtable(L);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    zd_rawsetp(L, LUA_REGISTRYINDEX, key);
+    lua_setfield(L, -2, name);
+}
+
+__attribute__((visibility("default"))) int luaopen_zendesk_core(lua_State *L)
+{
+    curl_version_info_data *cv;
+    /* curl_global_init is not thread-safe before libcurl 7.84; this runs under the
+     * loader's lock in nginx and once per process elsewhere */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return luaL_error(L, "zendesk.core: curl_global_init failed");
+    cv = curl_version_info(CURLVERSION_NOW);
+    zd_json_setup(L);
+
+    luaL_newmetatable(L, CLIENT_MT);
+    luaL_setfuncs(L, client_meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, client_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, ERROR_MT);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, BOX_MT);
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    luaL_setfuncs(L, functions, 0);
+    lua_pushlightuserdata(L, NULL);   /* the same value as cjson.null, so nulls round-trip */
+    lua_setfield(L, -2, "null");
+    shape_marker(L, "array_mt", &zd_array_mt_key);
+    shape_marker(L, "object_mt", &zd_object_mt_key);
+    lua_pushliteral(L, ZD_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, cv->version);
+    lua_setfield(L, -2, "curl_version");
+    lua_pushboolean(L, (cv->features & CURL_VERSION_LIBZ) != 0);
+    lua_setfield(L, -2, "gzip");
+    return 1;
+}

@@ -1,0 +1,172 @@
+/* headers.c: reads the response header lines libcurl hands over (status, Retry-After,
+ * every rate-limit spelling, request ids, Location). Pure C: a fuzz target drives it. */
+#include <ctype.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+#include "zd.h"
+
+void zd_resp_reset(zd_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    r->retry_after = -1;
+    r->rl_limit = r->rl_remaining = r->rl_reset = -1;
+    r->ep_total = r->ep_remaining = r->ep_resets = -1;
+}
+
+static int name_is(const char *name, size_t n, const char *want)
+{
+    return strlen(want) == n && strncasecmp(name, want, n) == 0;
+}
+
+static void copy_value(char *dst, size_t cap, const char *v, size_t n)
+{
+    size_t i, j = 0;
+    for (i = 0; i < n && j + 1 < cap; i++) {
+        unsigned char c = (unsigned char)v[i];
+        /* keep what reaches errors and logs printable and on one line */
+        dst[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    dst[j] = '\0';
+}
+
+/* A non-negative decimal integer, saturating; -1 when the text is not one. */
+static long long parse_count(const char *v, size_t n)
+{
+    long long x = 0;
+    size_t i = 0;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    if (i == n || !isdigit((unsigned char)v[i]))
+        return -1;
+    for (; i < n && isdigit((unsigned char)v[i]); i++)
+        x = x > (LLONG_MAX - 9) / 10 ? LLONG_MAX : x * 10 + (v[i] - '0');
+    return x;
+}
+
+/* Retry-After is delta-seconds, or (rarely) an HTTP date; anything else counts as absent. */
+double zd_parse_retry_after(const char *v, size_t n)
+{
+    char tmp[64];
+    size_t i = 0, j;
+    char *end;
+    double d;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    while (n > i && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (i == n || n - i >= sizeof tmp)
+        return -1;
+    for (j = 0; i < n; i++, j++)
+        tmp[j] = v[i];
+    tmp[j] = '\0';
+    if (isdigit((unsigned char)tmp[0])) {
+        d = strtod(tmp, &end);
+        if (*end != '\0' || d != d || d < 0)
+            return -1;
+        return d > 86400.0 * 365 ? 86400.0 * 365 : d;
+    }
+    {
+        time_t when = curl_getdate(tmp, NULL), now = time(NULL);
+        if (when == (time_t)-1)
+            return -1;
+        return when > now ? (double)(when - now) : 0;
+    }
+}
+
+/* "total=100; remaining=99; resets=43" */
+static void parse_endpoint_limit(zd_resp *r, const char *v, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t ks, ke, vs;
+        while (i < n && (v[i] == ' ' || v[i] == ';' || v[i] == ','))
+            i++;
+        ks = i;
+        while (i < n && v[i] != '=' && v[i] != ';')
+            i++;
+        ke = i;
+        if (i >= n || v[i] != '=')
+            continue;
+        vs = ++i;
+        while (i < n && v[i] != ';' && v[i] != ',')
+            i++;
+        if (name_is(v + ks, ke - ks, "total"))
+            r->ep_total = parse_count(v + vs, i - vs);
+        else if (name_is(v + ks, ke - ks, "remaining"))
+            r->ep_remaining = parse_count(v + vs, i - vs);
+        else if (name_is(v + ks, ke - ks, "resets"))
+            r->ep_resets = parse_count(v + vs, i - vs);
+    }
+}
+
+void zd_resp_header(zd_resp *r, const char *line, size_t len)
+{
+    const char *colon, *v;
+    size_t n, vn;
+
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+        /* a new status line (100 Continue, a retried request): forget the last one */
+        const char *sp = memchr(line, ' ', len);
+        zd_resp_reset(r);
+        if (sp) {
+            long long s = parse_count(sp + 1, len - (size_t)(sp + 1 - line));
+            r->status = (s >= 0 && s < 1000) ? (long)s : 0;
+        }
+        return;
+    }
+    colon = memchr(line, ':', len);
+    if (!colon)
+        return;
+    n = (size_t)(colon - line);
+    v = colon + 1;
+    vn = len - n - 1;
+    while (vn > 0 && (*v == ' ' || *v == '\t'))
+        v++, vn--;
+    while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+        vn--;
+
+    switch (tolower((unsigned char)line[0])) {
+    case 'r':
+        if (name_is(line, n, "retry-after"))
+            r->retry_after = zd_parse_retry_after(v, vn);
+        else if (name_is(line, n, "ratelimit-limit") || name_is(line, n, "rate-limit"))
+            r->rl_limit = parse_count(v, vn);
+        else if (name_is(line, n, "ratelimit-remaining") || name_is(line, n, "rate-limit-remaining"))
+            r->rl_remaining = parse_count(v, vn);
+        else if (name_is(line, n, "ratelimit-reset") || name_is(line, n, "rate-limit-reset"))
+            r->rl_reset = parse_count(v, vn);
+        break;
+    case 'x':
+        if (name_is(line, n, "x-rate-limit"))
+            r->rl_limit = parse_count(v, vn);
+        else if (name_is(line, n, "x-rate-limit-remaining"))
+            r->rl_remaining = parse_count(v, vn);
+        else if (name_is(line, n, "x-request-id") || name_is(line, n, "x-zendesk-request-id")) {
+            if (r->request_id[0] == '\0')
+                copy_value(r->request_id, sizeof r->request_id, v, vn);
+        } else if (name_is(line, n, "x-zendesk-api-warn"))
+            copy_value(r->warn, sizeof r->warn, v, vn);
+        break;
+    case 'z':
+        if ((n > 19 && strncasecmp(line, "zendesk-ratelimit-", 18) == 0) ||
+            (n > 20 && strncasecmp(line, "zendesk-rate-limit-", 19) == 0))
+            parse_endpoint_limit(r, v, vn);
+        break;
+    case 'l':
+        if (name_is(line, n, "location"))
+            copy_value(r->location, sizeof r->location, v, vn);
+        break;
+    case 'c':
+        if (name_is(line, n, "content-type"))
+            copy_value(r->content_type, sizeof r->content_type, v, vn);
+        break;
+    default:
+        break;
+    }
+}

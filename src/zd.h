@@ -1,0 +1,57 @@
+/* zd.h: declarations shared by the C core's files (buffers, response headers, JSON,
+ * transport). Everything here is internal; only luaopen_zendesk_core is exported. */
+#ifndef ZD_H
+#define ZD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "compat.h"
+
+#define ZD_VERSION "0.1.0"
+
+/* A growable byte buffer. It is owned by a longer-lived object (a client, a transfer or a
+ * boxed userdata) so that a Lua error raised half-way never leaks it. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} zd_buf;
+
+int zd_buf_reserve(zd_buf *b, size_t extra);
+int zd_buf_add(zd_buf *b, const void *s, size_t n);
+int zd_buf_addc(zd_buf *b, char c);
+int zd_buf_adds(zd_buf *b, const char *s);
+int zd_buf_addf(zd_buf *b, const char *fmt, ...);
+void zd_buf_free(zd_buf *b);
+void zd_wipe(void *p, size_t n);
+char *zd_strdup_secret(const char *s);
+void zd_free_secret(char **s);
+
+/* What the core keeps of a response's headers. Zendesk spells its rate-limit headers
+ * several ways and repeats some; every spelling lands in the same fields. */
+typedef struct {
+    long status;
+    double retry_after;          /* seconds; < 0 when absent */
+    long long rl_limit;          /* account-wide; -1 when absent */
+    long long rl_remaining;
+    long long rl_reset;
+    long long ep_total;          /* zendesk-ratelimit-<endpoint>: total/remaining/resets */
+    long long ep_remaining;
+    long long ep_resets;
+    char request_id[96];
+    char location[512];
+    char content_type[96];
+    char warn[512];
+} zd_resp;
+
+void zd_resp_reset(zd_resp *r);
+void zd_resp_header(zd_resp *r, const char *line, size_t len);
+double zd_parse_retry_after(const char *v, size_t n);
+
+/* JSON: Lua -> text is ours (exact integers, arrays vs objects, paths in errors);
+ * text -> Lua goes through lua-cjson, then integral numbers become integers. */
+int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
+int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
+void zd_json_setup(lua_State *L);                            /* loads the cjson instance */
+int zd_is_null(lua_State *L, int idx);
+
+#endif
