@@ -1,0 +1,34 @@
+-- luarocks make --tree=DIR builds the same module as the Makefile.
+rockspec_format = "3.0"
+package = "lua-zendesk"
+version = "0.1.0-1"
+source = { url = "git+https://example.invalid/lua-zendesk.git", tag = "v0.1.0" }
+description = {
+  summary = "Upsert users into Zendesk from Lua: a libcurl C core with a Lua layer and sync workflows",
+  detailed = [[
+A C extension module for Lua 5.4 and LuaJIT (OpenResty) that upserts Zendesk users one at a
+time or in bulk, follows the bulk jobs, and syncs whole files of users with a journal that
+survives crashes.]],
+  license = "MIT",
+}
+-- lua-cjson is needed at run time; it is not listed because Debian's lua-cjson package is
+-- not a rock, and listing it would make luarocks fetch a second copy.
+dependencies = { "lua >= 5.1" }
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["zendesk.core"] = {
+      sources = { "src/buf.c", "src/headers.c", "src/json.c", "src/transport.c", "src/client.c" },
+      libraries = { "curl" },
+      incdirs = { "$(CURL_INCDIR)", "src" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      defines = {},
+    },
+    ["zendesk"] = "lua/zendesk.lua",
+    ["zendesk.users"] = "lua/zendesk/users.lua",
+    ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
+  },
+}

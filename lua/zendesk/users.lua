@@ -1,0 +1,214 @@
+-- zendesk.users: checks a user table against what Zendesk accepts, before any I/O, so a
+-- bad row fails locally with a message naming the field instead of costing a request.
+local core = require "zendesk.core"
+
+local floor, huge = math.floor, math.huge
+local concat, pairs, type, tostring = table.concat, pairs, type, tostring
+
+local _M = { _VERSION = core.version }
+
+local null = core.null
+
+local function fail(path, field, message)
+  local where = path and (path .. "." .. field) or field
+  return nil, core.error{ kind = "validation", field = field, path = where, message = where .. ": " .. message }
+end
+
+local function is_integer(v)
+  return type(v) == "number" and v == floor(v) and v > -huge and v < huge
+end
+
+local function show(v)
+  local s = tostring(v)
+  if #s > 60 then s = s:sub(1, 57) .. "..." end
+  return "'" .. s .. "'"
+end
+
+-- Deliberately simple: Zendesk has the last word, this only catches what can never work.
+function _M.valid_email(s)
+  if type(s) ~= "string" or #s > 254 then return false end
+  local lp, domain = s:match("^([^%s@\"<>,;:]+)@([^%s@\"<>,;:]+)$")
+  if not lp or #lp > 64 then return false end
+  if lp:find("^%.") or lp:find("%.$") or lp:find("%.%.") then return false end
+  if not domain:find("%.") or domain:find("%.%.") or domain:find("^[.-]") or domain:find("[.-]$") then
+    return false
+  end
+  for label in domain:gmatch("[^.]+") do
+    if label:find("^%-") or label:find("%-$") or not label:find("^[%w%-\128-\255]+$") then
+      return false
+    end
+  end
+  return true
+end
+
+local ROLES = { ["end-user"] = true, agent = true, admin = true }
+local TICKET_RESTRICTIONS = { organization = true, groups = true, assigned = true, requested = true }
+local IDENTITY_TYPES = {
+  email = true, twitter = true, facebook = true, google = true, phone_number = true,
+  agent_forwarding = true, sdk = true, messaging = true,
+}
+
+local checks = {}
+
+local function string_field(v) if type(v) ~= "string" then return "must be a string" end end
+local function integer_field(v) if not is_integer(v) then return "must be an integer, got " .. show(v) end end
+local function boolean_field(v) if type(v) ~= "boolean" then return "must be true or false, got " .. show(v) end end
+local function any_field() end
+
+for _, k in pairs{ "name", "alias", "details", "notes", "locale", "time_zone", "signature",
+                   "remote_photo_url", "phone" } do
+  checks[k] = string_field
+end
+for _, k in pairs{ "organization_id", "locale_id", "custom_role_id", "default_group_id" } do
+  checks[k] = integer_field
+end
+for _, k in pairs{ "verified", "suspended", "moderator", "only_private_comments",
+                   "shared_phone_number", "skip_verify_email" } do
+  checks[k] = boolean_field
+end
+-- read-only fields of a user fetched from Zendesk: sending one back is harmless, Zendesk ignores it
+for _, k in pairs{ "url", "created_at", "updated_at", "active", "shared", "shared_agent",
+                   "last_login_at", "two_factor_auth_enabled", "role_type", "report_csv",
+                   "restricted_agent", "chat_only", "iana_time_zone", "photo" } do
+  checks[k] = any_field
+end
+
+function checks.id(v)
+  if not is_integer(v) or v <= 0 then return "must be a positive integer, got " .. show(v) end
+end
+
+function checks.email(v)
+  if type(v) ~= "string" then return "must be a string" end
+  if not _M.valid_email(v) then return show(v) .. " is not a valid email address" end
+end
+
+function checks.external_id(v)
+  if type(v) ~= "string" and not is_integer(v) then return "must be a string" end
+  if v == "" then return "must not be empty" end
+end
+
+function checks.role(v)
+  if not ROLES[v] then return show(v) .. " is not a role (end-user, agent or admin)" end
+end
+
+function checks.ticket_restriction(v)
+  if not TICKET_RESTRICTIONS[v] then
+    return show(v) .. " is not one of organization, groups, assigned, requested"
+  end
+end
+
+local function array_of(v, each)
+  if type(v) ~= "table" then return "must be an array" end
+  local n = #v
+  for k in pairs(v) do
+    if not is_integer(k) or k < 1 or k > n then return "must be an array (found key " .. show(k) .. ")" end
+  end
+  for i = 1, n do
+    local msg = each(v[i], i)
+    if msg then return msg end
+  end
+end
+
+function checks.tags(v)
+  return array_of(v, function(t, i)
+    if type(t) ~= "string" or t == "" then return "[" .. i .. "] must be a non-empty string" end
+  end)
+end
+
+function checks.agent_brand_ids(v)
+  return array_of(v, function(t, i)
+    if not is_integer(t) then return "[" .. i .. "] must be an integer" end
+  end)
+end
+
+function checks.identities(v)
+  return array_of(v, function(idn, i)
+    if type(idn) ~= "table" then return "[" .. i .. "] must be a table {type =, value =}" end
+    if not IDENTITY_TYPES[idn.type] then return "[" .. i .. "].type: " .. show(idn.type) .. " is not an identity type" end
+    if type(idn.value) ~= "string" or idn.value == "" then return "[" .. i .. "].value must be a non-empty string" end
+    if idn.type == "email" and not _M.valid_email(idn.value) then
+      return "[" .. i .. "].value: " .. show(idn.value) .. " is not a valid email address"
+    end
+  end)
+end
+
+function checks.organization(v)
+  if type(v) ~= "table" then return "must be a table {name = ...}" end
+  if v.name ~= nil and (type(v.name) ~= "string" or v.name == "") then return "name must be a non-empty string" end
+  if v.name == nil and v.id == nil then return "needs a name" end
+end
+
+function checks.user_fields(v)
+  if type(v) ~= "table" then return "must be a table keyed by user field key" end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then return "keys must be user field keys (strings), got " .. show(k) end
+    local t = type(x)
+    if not (t == "string" or t == "number" or t == "boolean" or x == null) then
+      return "." .. k .. " must be a string, number, boolean or zendesk.null, got a " .. t
+    end
+    if t == "number" and x ~= x then return "." .. k .. " is NaN" end
+  end
+end
+
+-- Returns true, or nil and a validation error naming the field (path.field).
+function _M.validate(user, path)
+  if type(user) ~= "table" then
+    return nil, core.error{ kind = "validation", path = path,
+                            message = (path or "user") .. ": must be a table, got " .. type(user) }
+  end
+  for k, v in pairs(user) do
+    if type(k) ~= "string" then
+      return fail(path, tostring(k), "field names must be strings")
+    end
+    local check = checks[k]
+    if not check then
+      return fail(path, k, "unknown user field (misspelt? custom fields go in user_fields)")
+    end
+    if v ~= null then
+      local msg = check(v)
+      if msg then
+        if msg:sub(1, 1) == "." or msg:sub(1, 1) == "[" then
+          local full = (path and (path .. ".") or "") .. k .. msg:match("^[^ ]*")
+          return nil, core.error{ kind = "validation", field = k, path = full,
+                                  message = (path and (path .. ".") or "") .. k .. msg }
+        end
+        return fail(path, k, msg)
+      end
+    end
+  end
+  -- an upsert needs something to match on, or every run would create the user again
+  local has_key = (user.email ~= nil and user.email ~= null) or (user.external_id ~= nil and user.external_id ~= null)
+    or user.id ~= nil
+  if not has_key and type(user.identities) == "table" then
+    for _, idn in pairs(user.identities) do
+      if type(idn) == "table" and idn.type == "email" then has_key = true end
+    end
+  end
+  if not has_key then
+    return nil, core.error{ kind = "validation", field = "email", path = path,
+      message = (path or "user") .. ": needs an email or an external_id to be matched (else every run creates it again)" }
+  end
+  return true
+end
+
+-- Validates an array of users; the error lists every bad entry (errors = {{index, path, message}}).
+function _M.validate_list(list, path)
+  local bad = {}
+  for i = 1, #list do
+    local ok, err = _M.validate(list[i], path .. "[" .. i .. "]")
+    if not ok then
+      err.index = i
+      bad[#bad + 1] = err
+    end
+  end
+  if #bad == 0 then
+    return true
+  end
+  local msgs = {}
+  for i = 1, #bad > 5 and 5 or #bad do msgs[i] = bad[i].message end
+  local more = #bad > 5 and ("; and " .. (#bad - 5) .. " more") or ""
+  return nil, core.error{ kind = "validation", path = bad[1].path, field = bad[1].field, errors = bad,
+                          message = concat(msgs, "; ") .. more }
+end
+
+return _M

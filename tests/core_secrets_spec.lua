@@ -1,0 +1,81 @@
+-- No credential ever reaches an error, its tostring, an event or a message, even when the
+-- server echoes it back.
+local standin = require "support.standin"
+local zendesk = require "zendesk"
+
+describe("credentials stay secret", function()
+  local s
+
+  setup(function() s = standin.start() end)
+  teardown(function() s:stop() end)
+  before_each(function() s:reset() end)
+
+  -- recursively flattens every string reachable from v
+  local function dump(v, out, seen)
+    out, seen = out or {}, seen or {}
+    if type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in pairs(v) do dump(k, out, seen); dump(x, out, seen) end
+      local mt = getmetatable(v)
+      if mt and mt.__tostring then out[#out + 1] = tostring(v) end
+    elseif type(v) == "string" then
+      out[#out + 1] = v
+    end
+    return out
+  end
+
+  local function assert_clean(captured, secrets)
+    local text = table.concat(dump(captured), "\n")
+    for _, secret in ipairs(secrets) do
+      assert.is_nil(text:find(secret, 1, true), "secret leaked: " .. secret)
+    end
+  end
+
+  it("keeps an API token out of errors and events, whatever the failure", function()
+    local secret = "SECRET-token-7f3a9c"
+    local captured = {}
+    local c = zendesk.new{ url = s.url, email = standin.EMAIL, token = secret, max_retries = 1,
+      retry_base_delay = 0.01, timeout = 0.5, on_event = function(e) captured[#captured + 1] = e end }
+    local function try(user)
+      local u, err = c:upsert_user(user)
+      captured[#captured + 1] = { u, err, tostring(err) }
+    end
+    try{ email = "a@example.com", name = "A" }                          -- 401
+    s:fault{ path = "/api/v2/users/create_or_update", status = 500, body = "token " .. secret .. " rejected", count = 2 }
+    try{ email = "a@example.com", name = "A" }
+    s:fault{ path = "/api/v2/users/create_or_update", status = 400, content_type = "text/plain",
+             body = "bad auth header Basic " .. secret }
+    try{ email = "a@example.com", name = "A" }
+    s:fault{ path = "/api/v2/users/create_or_update", action = "hang", count = 2 }
+    try{ email = "a@example.com", name = "A" }
+    try{ email = "bad@", name = "A" }
+    captured[#captured + 1] = tostring(c)
+    c:close()
+    assert.is_true(#captured >= 6)
+    assert_clean(captured, { secret })
+  end)
+
+  it("keeps OAuth tokens and the client secret out of errors and events", function()
+    local captured = {}
+    local secrets = { "SECRET-refresh-a1b2", "SECRET-client-c3d4" }
+    local c = zendesk.new{ url = s.url, max_retries = 0,
+      on_event = function(e) captured[#captured + 1] = e end,
+      oauth = { access_token = "SECRET-access-e5f6", refresh_token = secrets[1], client_id = standin.CLIENT_ID,
+                client_secret = secrets[2] } }
+    secrets[3] = "SECRET-access-e5f6"
+    local u, err = c:upsert_user{ email = "a@example.com", name = "A" }
+    captured[#captured + 1] = { u, err, tostring(err) }
+    s:fault{ path = "/api/v2/users/create_or_update", status = 500, body = "echo SECRET-access-e5f6 SECRET-client-c3d4" }
+    u, err = c:upsert_user{ email = "a@example.com", name = "A" }
+    captured[#captured + 1] = { u, err, tostring(err) }
+    c:close()
+    assert_clean(captured, secrets)
+    assert.matches("%[redacted%]", tostring(err))
+  end)
+
+  it("does not print credentials in option errors", function()
+    local ok, msg = pcall(zendesk.new, { url = "http://127.0.0.1:9", email = "a@b.c", token = "SECRET-x\r\n" })
+    assert.is_false(ok)
+    assert.is_nil(msg:find("SECRET", 1, true))
+  end)
+end)

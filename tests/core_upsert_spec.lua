@@ -1,0 +1,123 @@
+-- Single upserts against the stand-in over real HTTP: created vs updated, what meta
+-- carries, exact integer ids both ways, arrays, and Zendesk's error shapes.
+local standin = require "support.standin"
+local zendesk = require "zendesk"
+local cjson = require "cjson"
+
+describe("client:upsert_user", function()
+  local s, client
+
+  setup(function()
+    s = standin.start()
+  end)
+  teardown(function()
+    if client then client:close() end
+    s:stop()
+  end)
+  before_each(function()
+    s:reset()
+    if client then client:close() end
+    client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN, max_retries = 0 }
+  end)
+
+  it("creates a user (201) and then updates it (200)", function()
+    local user, meta = client:upsert_user{ email = "ann@example.com", name = "Ann" }
+    assert.is_table(user, tostring(meta))
+    assert.equal(201, meta.status)
+    assert.is_true(meta.created)
+    assert.equal("Ann", user.name)
+    assert.matches("^https?://.*/api/v2/users/" .. user.id .. "%.json$", meta.location)
+    assert.is_string(meta.request_id)
+    local again, meta2 = client:upsert_user{ email = "ann@example.com", name = "Ann B" }
+    assert.equal(200, meta2.status)
+    assert.is_false(meta2.created)
+    assert.equal(user.id, again.id)
+    assert.equal("Ann B", again.name)
+    assert.equal(1, #s:users())
+  end)
+
+  it("returns ids as exact Lua integers", function()
+    s:config{ id_start = 9007199254740993 }
+    local user = assert(client:upsert_user{ external_id = "E1", name = "Big" })
+    assert.equal("integer", math.type(user.id))
+    assert.equal(9007199254740993, user.id)
+    assert.equal("/users/9007199254740993", "/users/" .. user.id)
+    assert.equal("integer", math.type(user.locale_id))
+  end)
+
+  it("sends ids exactly: 123456789012345 and 2^53 + 1 arrive unchanged", function()
+    client:upsert_user{ email = "org@example.com", name = "O", organization_id = 123456789012345,
+                        custom_role_id = (1 << 53) + 1 }
+    local reqs = s:requests()
+    local body = reqs[#reqs].body
+    assert.matches('"organization_id":123456789012345[,}]', body)
+    assert.matches('"custom_role_id":9007199254740993[,}]', body)
+    assert.not_matches("e%+", body)
+  end)
+
+  it("sends tags = {} as [] and the user under a 'user' key", function()
+    client:upsert_user{ email = "t@example.com", name = "T", tags = {}, identities = {} }
+    local reqs = s:requests()
+    local raw = reqs[#reqs].body
+    assert.matches('"tags":%[%]', raw)
+    assert.matches('"identities":%[%]', raw)
+    assert.is_table(cjson.decode(raw).user)
+    assert.equal("application/json", reqs[#reqs].headers["content-type"])
+  end)
+
+  it("hands Zendesk's 422 details to the caller as a table", function()
+    local user, err = client.core:upsert{ email = "badmail", name = "Bad" }
+    assert.is_nil(user)
+    assert.equal("http", err.kind)
+    assert.equal(422, err.status)
+    assert.equal("RecordInvalid", err.code)
+    assert.is_table(err.details.email)
+    assert.matches("not properly formatted", err.details.email[1].description)
+    assert.is_string(err.request_id)
+    assert.matches("^zendesk: http 422 RecordInvalid: .*%(email: .*not properly formatted%)", tostring(err))
+    assert.not_matches("\n", tostring(err))
+  end)
+
+  it("answers 401 with an auth error", function()
+    local bad = zendesk.new{ url = s.url, email = standin.EMAIL, token = "wrong-token-value", max_retries = 0 }
+    local user, err = bad:upsert_user{ email = "x@example.com", name = "X" }
+    bad:close()
+    assert.is_nil(user)
+    assert.equal("auth", err.kind)
+    assert.equal(401, err.status)
+    assert.equal("Couldn't authenticate you", err.code)
+  end)
+
+  it("answers an unknown id with 404 RecordNotFound", function()
+    local user, err = client:upsert_user{ id = 9223372036854775807, email = "x@example.com" }
+    assert.is_nil(user)
+    assert.equal(404, err.status)
+    assert.equal("RecordNotFound", err.code)
+  end)
+
+  it("exposes the rate-limit headers in meta", function()
+    local _, meta = assert(client:upsert_user{ email = "r@example.com", name = "R" })
+    assert.equal("integer", math.type(meta.rate_limit.limit))
+    assert.is_number(meta.rate_limit.remaining)
+    assert.equal(5, meta.endpoint_limit.total)
+  end)
+
+  it("keeps unknown user_fields' warning from Zendesk in meta.warn", function()
+    local _, meta = assert(client:upsert_user{ email = "w@example.com", name = "W",
+                                               user_fields = { no_such_field = "x" } })
+    assert.matches("no_such_field", meta.warn)
+  end)
+
+  it("reads a gzip-compressed answer", function()
+    local body, meta = client:request("GET", "/api/v2/users/show_many.json?ids=1,2,3")
+    assert.is_table(body, tostring(meta))
+    assert.equal(200, meta.status)
+  end)
+
+  it("sends the default User-Agent naming the library and libcurl", function()
+    client:upsert_user{ email = "ua@example.com", name = "U" }
+    local reqs = s:requests()
+    local ua = reqs[#reqs].headers["user-agent"]
+    assert.matches("^lua%-zendesk/%d+%.%d+%.%d+ libcurl/%d", ua)
+  end)
+end)
