@@ -2,9 +2,13 @@
  * options, the upsert / bulk / job-status / request methods, error tables and events. */
 #define _DEFAULT_SOURCE
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include "transport.h"
 
@@ -1168,6 +1172,42 @@ static int core_now(lua_State *L)
     return 1;
 }
 
+/* fsync(file) -> true | nil, err: a journal line is only durable once it is on disk. Lua 5.4's
+ * luaL_Stream and LuaJIT's file userdata both start with the FILE pointer. */
+static int core_fsync(lua_State *L)
+{
+    FILE **fp = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    if (!*fp)
+        return luaL_argerror(L, 1, "file is closed");
+    if (fflush(*fp) != 0 || fsync(fileno(*fp)) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* create_private(path [, truncate]) -> true | nil, err: makes the file (journal, report)
+ * with mode 0600 whatever the umask, so rows of personal data are not world-readable. */
+static int core_create_private(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (lua_toboolean(L, 2) ? O_TRUNC : 0);
+    int fd = open(path, flags, 0600);
+    if (fd < 0 || fchmod(fd, 0600) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(e));
+        return 2;
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg client_methods[] = {
     {"upsert", c_upsert},
     {"bulk_upsert", c_bulk_upsert},
@@ -1195,6 +1235,8 @@ static const luaL_Reg functions[] = {
     {"is_error", core_is_error},
     {"sleep", core_sleep},
     {"now", core_now},
+    {"fsync", core_fsync},
+    {"create_private", core_create_private},
     {NULL, NULL}
 };
 

@@ -32,6 +32,11 @@ static inline void zd_rawsetp(lua_State *L, int t, const void *p)
 #define zd_rawsetp(L, t, p) lua_rawsetp((L), (t), (p))
 #endif
 
+/* lualib.h names the io library's file metatable; LuaJIT's lauxlib.h does not */
+#ifndef LUA_FILEHANDLE
+#define LUA_FILEHANDLE "FILE*"
+#endif
+
 /* Lua 5.3+ has a distinct integer subtype; on LuaJIT every number is a double. */
 #if LUA_VERSION_NUM >= 503
 #define ZD_HAS_INTEGERS 1
