@@ -71,6 +71,10 @@ check-rockspec: deps
 lint:
 	luacheck -q lua bin tests examples bench
 
+demo: deps
+	$(MAKE) --no-print-directory build LUA=lua5.4
+	@./scripts/demo.sh
+
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk/core.so
