@@ -15,8 +15,13 @@ local standin = {
 -- Repository root, from where this file lives (works with relative lpaths).
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-  local root = src:match("^(.*)tests/support/standin%.lua$")
-  if not root or root == "" then root = "./" end
+  local root = src:match("^(.*)tests/support/standin%.lua$") or ""
+  if root:sub(1, 1) ~= "/" then
+    local p = io.popen("pwd")
+    local cwd = p:read("*l")
+    p:close()
+    root = cwd .. "/" .. root:gsub("^%./", "")
+  end
   return root
 end
 standin.ROOT = repo_root()
@@ -121,6 +126,128 @@ function standin.decode(text)
   return exact(v)
 end
 
+-- A small JSON parser that keeps each object's key order (standin.keys_of)
+-- and integers exact; for comparing shapes with recorded Zendesk answers.
+local key_order = setmetatable({}, { __mode = "k" })
+
+local function utf8_char(cp)
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
+  if cp < 0x10000 then
+    return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+  end
+  return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
+    0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+local ESC = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+function standin.decode_ordered(text)
+  local pos = 1
+  local function fail(what)
+    error(string.format("JSON: %s at byte %d", what, pos), 0)
+  end
+  local function ws()
+    pos = text:find("[^ \t\r\n]", pos) or #text + 1
+  end
+  local parse
+  local function str()
+    local out, i = {}, pos + 1
+    while true do
+      local s, e = text:find('["\\]', i)
+      if not s then fail("unterminated string") end
+      out[#out + 1] = text:sub(i, s - 1)
+      if text:sub(s, s) == '"' then pos = s + 1 break end
+      local c = text:sub(s + 1, s + 1)
+      if c == "u" then
+        local cp = tonumber(text:sub(s + 2, s + 5), 16) or fail("bad \\u escape")
+        local nxt = s + 6
+        if cp >= 0xD800 and cp < 0xDC00 and text:sub(nxt, nxt + 1) == "\\u" then
+          local lo = tonumber(text:sub(nxt + 2, nxt + 5), 16)
+          if lo and lo >= 0xDC00 and lo < 0xE000 then
+            cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+            nxt = nxt + 6
+          end
+        end
+        out[#out + 1] = utf8_char(cp)
+        i = nxt
+      else
+        out[#out + 1] = ESC[c] or fail("bad escape")
+        i = s + 2
+      end
+    end
+    return table.concat(out)
+  end
+  function parse()
+    ws()
+    local c = text:sub(pos, pos)
+    if c == "{" then
+      local obj, keys = {}, {}
+      pos = pos + 1
+      ws()
+      if text:sub(pos, pos) == "}" then pos = pos + 1 key_order[obj] = keys return obj end
+      while true do
+        ws()
+        if text:sub(pos, pos) ~= '"' then fail("expected a key") end
+        local k = str()
+        ws()
+        if text:sub(pos, pos) ~= ":" then fail("expected ':'") end
+        pos = pos + 1
+        keys[#keys + 1] = k
+        obj[k] = parse()
+        ws()
+        local d = text:sub(pos, pos)
+        pos = pos + 1
+        if d == "}" then break end
+        if d ~= "," then fail("expected ',' or '}'") end
+      end
+      key_order[obj] = keys
+      return obj
+    elseif c == "[" then
+      local arr, n = {}, 0
+      pos = pos + 1
+      ws()
+      if text:sub(pos, pos) == "]" then pos = pos + 1 return setmetatable(arr, array_mt) end
+      while true do
+        n = n + 1
+        arr[n] = parse()
+        ws()
+        local d = text:sub(pos, pos)
+        pos = pos + 1
+        if d == "]" then break end
+        if d ~= "," then fail("expected ',' or ']'") end
+      end
+      return setmetatable(arr, array_mt)
+    elseif c == '"' then
+      return str()
+    elseif text:find("^true", pos) then pos = pos + 4 return true
+    elseif text:find("^false", pos) then pos = pos + 5 return false
+    elseif text:find("^null", pos) then pos = pos + 4 return cjson.null
+    end
+    local s, e = text:find("^%-?%d+%.?%d*[eE]?[%+%-]?%d*", pos)
+    if not s then fail("unexpected character") end
+    local lit = text:sub(s, e)
+    pos = e + 1
+    if lit:find("^%-?%d+$") then
+      local n = tonumber(lit)
+      if has_int then return math.tointeger(n) or n end
+      if math.abs(n) >= 2 ^ 53 then return lit end
+      return n
+    end
+    return tonumber(lit)
+  end
+  local ok, v = pcall(parse)
+  if not ok then return nil, v end
+  ws()
+  if pos <= #text then return nil, "JSON: trailing data at byte " .. pos end
+  return v
+end
+
+-- The keys of an object from decode_ordered, in document order.
+function standin.keys_of(obj)
+  return key_order[obj]
+end
+
 -- Starting and stopping --------------------------------------------------------
 
 local Standin = {}
@@ -195,12 +322,12 @@ end
 -- "none", "bearer" for the default OAuth token, or a full Authorization value),
 -- headers {name = value}, compressed (curl --compressed), timeout (s), url (absolute),
 -- tls_verify = false (skip --cacert). Returns {status, headers (lowercase keys),
--- header_list, body, exit (curl exit code)}; status 0 on transport errors.
+-- header_list, body, exit (curl exit code), time (s)}; status 0 on transport errors.
 function Standin:http(method, path, opts)
   opts = opts or {}
   local hfile, bfile = os.tmpname(), os.tmpname()
   local parts = { "curl -sS -X " .. method, "-D " .. shell_quote(hfile), "-o " .. shell_quote(bfile),
-    "-w '%{http_code}'", "--max-time " .. (opts.timeout or 20) }
+    "-w '%{http_code} %{time_total}'", "--max-time " .. (opts.timeout or 20) }
   local auth = opts.auth or "basic"
   if auth == "basic" then
     parts[#parts + 1] = "-H " .. shell_quote("Authorization: " .. standin.BASIC)
@@ -227,7 +354,9 @@ function Standin:http(method, path, opts)
   parts[#parts + 1] = shell_quote(opts.url or (self.url .. path))
   local out, code = sh(table.concat(parts, " ") .. " 2>/dev/null")
   local res = { exit = code, body = read_file(bfile) or "" }
-  res.status = tonumber(out:match("(%d%d%d)%s*$")) or 0
+  local code, total = out:match("(%d%d%d) ([%d%.]+)%s*$")
+  res.status = tonumber(code) or 0
+  res.time = tonumber(total)
   res.headers, res.header_list = parse_headers(read_file(hfile))
   os.remove(hfile)
   os.remove(bfile)

@@ -92,7 +92,8 @@ local function run_rows(job, list, results, from, to)
   if last then
     local word = spec.working
     if not word then
-      word = last.kind == "created" and "Creating User #" or "Updating user #"
+      local creating = last.kind == "created" or (last.kind ~= "updated" and not last.id)
+      word = creating and "Creating User #" or "Updating user #"
     end
     job.message = word .. to
   end
