@@ -91,8 +91,9 @@ local function to_integer(s)
     -- past 2^63 tonumber answers a float; an id must never become one
     n = tointeger(n)
     if not n then return nil, "is out of the 64-bit integer range" end
-  elseif n > MAX_EXACT or n < -MAX_EXACT then
-    return nil, "is too large to be exact under LuaJIT (beyond 2^53)"
+  elseif n >= MAX_EXACT or n <= -MAX_EXACT then
+    -- a double holds every integer below 2^53; from there on tonumber rounds silently
+    return nil, "is too large to be exact under LuaJIT (2^53 or more)"
   end
   return n
 end
@@ -552,9 +553,15 @@ local function json_reader(_, file, opts, name, decode)
     return false, name .. ": " .. msg
   end
 
+  -- Cached positions of the next '{', '[', '}', ']' and '"' at or after the scan position (HUGE:
+  -- none in the buffer; 0: unknown). Plain finds run at memchr speed where a pattern class crawls,
+  -- and each occurrence is searched for once.
+  local o1, o2, c1, c2, qq = 0, 0, 0, 0, 0
+
   -- Refills keeping from `keep`; answers the shift, nil at the end, or false, message.
   local function more(keep)
     local shift, err = src.fill(keep)
+    if shift then o1, o2, c1, c2, qq = 0, 0, 0, 0, 0 end
     if shift == false then
       if err == "too long" then
         return false, format("element %d is longer than %d bytes", row + 1, MAX_RECORD)
@@ -577,71 +584,104 @@ local function json_reader(_, file, opts, name, decode)
     end
   end
 
+  -- The end of the string whose opening quote is at s: the position of its closing quote, nil
+  -- if the buffer ends first.
+  local function string_end(buf, s)
+    local t = s
+    while true do
+      t = find(buf, '"', t + 1, true)
+      if not t then return nil end
+      if byte(buf, t - 1) ~= 92 then return t end
+      -- escaped only if an odd number of backslashes precede it
+      local k = t - 1
+      while byte(buf, k - 1) == 92 do k = k - 1 end
+      if (t - k) % 2 == 0 then return t end
+    end
+  end
+
   -- pos is on the first byte of an element: answers its text, or false, err. Only strings and
   -- nesting are tracked; whether the text is valid JSON is left to the decoder.
   local function element()
-    local start, c = pos, pos
-    local b = byte(src.buf, c)
-    local depth = 0
-    local pattern = (b == 123 or b == 91) and '[{}%[%]"]' or (b == 34 and '"' or "[,%]%s]")
-    if b == 34 then depth = -1 end      -- a lone string: it ends at its closing quote
+    local start = pos
+    local buf = src.buf
+    local b = byte(buf, start)
+    if b == 34 then
+      while true do
+        local t = string_end(src.buf, start)
+        if t then
+          pos = t + 1
+          return sub(src.buf, start, t)
+        end
+        local shift, err = more(start)
+        if shift == false then return false, err end
+        if not shift then
+          return false, format("unexpected end of input inside a string in element %d", row + 1)
+        end
+        start = start - shift
+      end
+    elseif b ~= 123 and b ~= 91 then
+      -- a number, literal or stray token: it ends where the array's punctuation or a blank starts
+      while true do
+        local e = find(src.buf, "[,%]%s]", start)
+        if e then
+          pos = e
+          return sub(src.buf, start, e - 1)
+        end
+        local shift, err = more(start)
+        if shift == false then return false, err end
+        if not shift then
+          pos = #src.buf + 1
+          return sub(src.buf, start)
+        end
+        start = start - shift
+      end
+    end
+    local c, depth = start + 1, 1
     while true do
-      local buf = src.buf
-      local s = find(buf, pattern, c)
-      if s then
-        local ch = byte(buf, s)
-        if pattern == "[,%]%s]" then
-          pos = s
-          return sub(buf, start, s - 1)
-        elseif ch == 34 then
-          -- inside a string: skip to its closing quote, stepping over escapes
-          c = s + 1
-          while true do
-            local t = find(src.buf, '["\\]', c)
-            if t then
-              if byte(src.buf, t) == 92 then
-                c = t + 2
-              else
-                c = t + 1
-                break
-              end
-            else
-              local shift, err = more(start)
-              if shift == false then return false, err end
-              if not shift then
-                return false, format("unexpected end of input inside a string in element %d",
-                                     row + 1)
-              end
-              start, c = start - shift, c - shift
-            end
+      if o1 < c then o1 = find(buf, "{", c, true) or HUGE end
+      if o2 < c then o2 = find(buf, "[", c, true) or HUGE end
+      if c1 < c then c1 = find(buf, "}", c, true) or HUGE end
+      if c2 < c then c2 = find(buf, "]", c, true) or HUGE end
+      if qq < c then qq = find(buf, '"', c, true) or HUGE end
+      local s = o1
+      if o2 < s then s = o2 end
+      if c1 < s then s = c1 end
+      if c2 < s then s = c2 end
+      if qq < s then s = qq end
+      if s == HUGE then
+        local shift, err = more(start)
+        if shift == false then return false, err end
+        if not shift then
+          return false, format("unexpected end of input inside element %d", row + 1)
+        end
+        -- nothing structural up to the old end: resume after it
+        start, c = start - shift, #buf + 1 - shift
+        buf = src.buf
+      elseif s == qq then
+        local t = string_end(buf, s)
+        if t then
+          c = t + 1
+        else
+          local shift, err = more(start)
+          if shift == false then return false, err end
+          if not shift then
+            return false, format("unexpected end of input inside a string in element %d",
+                                 row + 1)
           end
-          if depth == -1 then
-            pos = c
-            return sub(src.buf, start, c - 1)
-          end
-        elseif ch == 123 or ch == 91 then
+          start, c = start - shift, s - shift     -- rescan this string from its opening quote
+          buf = src.buf
+        end
+      else
+        c = s + 1
+        if s == o1 or s == o2 then
           depth = depth + 1
-          c = s + 1
         else
           depth = depth - 1
-          c = s + 1
           if depth == 0 then
             pos = c
             return sub(buf, start, s)
           end
         end
-      else
-        local shift, err = more(start)
-        if shift == false then return false, err end
-        if not shift then
-          if pattern == "[,%]%s]" then
-            pos = #src.buf + 1
-            return sub(src.buf, start)
-          end
-          return false, format("unexpected end of input inside element %d", row + 1)
-        end
-        -- everything from c to the old end was scanned: resume after it
-        start, c = start - shift, #buf + 1 - shift
       end
     end
   end
