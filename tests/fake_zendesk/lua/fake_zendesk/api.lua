@@ -104,6 +104,12 @@ function _M.identities(r, id)
   return 200, users.render_identities(rec, r.base)
 end
 
+function _M.make_primary(r, ids)
+  local rec = users.make_primary(ids[1], ids[2])
+  if not rec then return 404, NOT_FOUND end
+  return 200, users.render_identities(rec, r.base)
+end
+
 local function split(s)
   local out = {}
   if type(s) == "table" then s = concat(s, ",") end

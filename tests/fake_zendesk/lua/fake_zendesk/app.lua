@@ -43,6 +43,7 @@ local patterns = {
   { "GET", "^/api/v2/users/(%d+)/identities$", api.identities },
   { "GET", "^/api/v2/job_statuses/([^/]+)$", api.job_status },
 }
+local make_primary = "^/api/v2/users/(%d+)/identities/(%d+)/make_primary$"
 
 local function route(method, path)
   local t = exact[method]
@@ -56,6 +57,10 @@ local function route(method, path)
         return p[3], cap
       end
     end
+  end
+  if method == "PUT" then
+    local uid, iid = match(path, make_primary)
+    if uid then return api.make_primary, { json.id_of(uid), json.id_of(iid) } end
   end
   return nil
 end

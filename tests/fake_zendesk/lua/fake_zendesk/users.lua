@@ -536,6 +536,30 @@ function _M.delete(id)
   end)
 end
 
+-- Makes identity `ident_id` the primary one of its type (first in the list).
+function _M.make_primary(id, ident_id)
+  return state.locked(function()
+    local rec = _M.get(id)
+    if not rec or rec.active == false then return nil end
+    local chosen
+    for i, it in ipairs(rec.idents or {}) do
+      if it.id == ident_id then chosen = table.remove(rec.idents, i) break end
+    end
+    if not chosen then return nil end
+    local now = ngx.time()
+    for _, it in ipairs(rec.idents) do
+      if it.type == chosen.type and it.primary then it.primary, it.updated_at = false, now end
+    end
+    chosen.primary, chosen.updated_at = true, now
+    insert(rec.idents, 1, chosen)
+    if chosen.type == "email" then rec.email = chosen.value end
+    if chosen.type == "phone_number" then rec.phone = chosen.value end
+    rec.updated_at = now
+    store(rec)
+    return rec
+  end)
+end
+
 function _M.find_by_email(e)
   return _M.get(zd:get("e:" .. lower(e)))
 end
