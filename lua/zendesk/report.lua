@@ -1,0 +1,107 @@
+-- zendesk.report: the per-row outcome file of a sync (CSV or JSON), written as rows finish so
+-- that memory stays flat, and created 0600 because every row carries personal data.
+--
+-- syntax: writer, err = report.open(path)      (format from the extension: .csv or .json)
+-- syntax: ok, err = writer:write(outcome)      (outcome = {row=, outcome=, id=, email=, ...})
+-- syntax: ok, err = writer:close()
+local core = require "zendesk.core"
+
+local error, type, tostring, setmetatable = error, type, tostring, setmetatable
+local concat, find, gsub, lower, match = table.concat, string.find, string.gsub, string.lower, string.match
+local io_open = io.open
+
+local _M = { _VERSION = core.version }
+
+-- Columns of the report, in CSV order; also the keys of each JSON object.
+_M.COLUMNS = { "row", "outcome", "id", "email", "external_id", "error", "details", "reason" }
+local COLUMNS = _M.COLUMNS
+
+local Writer = {}
+local writer_mt = { __index = Writer }
+
+local function io_error(path, msg)
+  return core.error{ kind = "io", path = path, message = "report " .. tostring(msg) }
+end
+
+-- Format of a report path, or nil when the extension says neither.
+function _M.format_of(path)
+  local ext = match(path, "%.(%w+)$")
+  ext = ext and lower(ext)
+  if ext == "csv" or ext == "json" then return ext end
+  return nil
+end
+
+local function csv_cell(v)
+  if v == nil or v == core.null then return "" end
+  local s = tostring(v)
+  if find(s, '[,"\r\n]') then
+    s = '"' .. gsub(s, '"', '""') .. '"'
+  end
+  return s
+end
+
+function _M.open(path)
+  if type(path) ~= "string" or path == "" then
+    error("report: path must be a non-empty string", 2)
+  end
+  local fmt = _M.format_of(path)
+  if not fmt then
+    error("report: '" .. path .. "' must end in .csv or .json", 2)
+  end
+  local ok, err = core.create_private(path, true)
+  if not ok then return nil, io_error(path, err) end
+  local f, oerr = io_open(path, "w")
+  if not f then return nil, io_error(path, oerr) end
+  f:setvbuf("full", 65536)
+  local w = setmetatable({ file = f, path = path, format = fmt, count = 0, cells = {} }, writer_mt)
+  local hok, herr
+  if fmt == "csv" then
+    hok, herr = f:write(concat(COLUMNS, ","), "\n")
+  else
+    hok, herr = f:write("[")
+  end
+  if not hok then
+    f:close()
+    return nil, io_error(path, herr)
+  end
+  return w
+end
+
+function Writer:write(o)
+  local f = self.file
+  if not f then error("report: writer is closed", 2) end
+  local ok, err
+  if self.format == "csv" then
+    local cells = self.cells
+    for i = 1, #COLUMNS do cells[i] = csv_cell(o[COLUMNS[i]]) end
+    ok, err = f:write(concat(cells, ","), "\n")
+  else
+    local t = {}
+    for i = 1, #COLUMNS do
+      local k = COLUMNS[i]
+      if o[k] ~= nil then t[k] = o[k] end
+    end
+    local json, jerr = core.encode(t)
+    if not json then return nil, io_error(self.path, jerr) end
+    ok, err = f:write(self.count == 0 and "\n" or ",\n", json)
+  end
+  if not ok then return nil, io_error(self.path, err) end
+  self.count = self.count + 1
+  return true
+end
+
+function Writer:close()
+  local f = self.file
+  if not f then return true end
+  self.file = nil
+  local ok, err = true, nil
+  if self.format == "json" then
+    ok, err = f:write(self.count == 0 and "]\n" or "\n]\n")
+  end
+  local cok, cerr = f:close()
+  if not ok then return nil, io_error(self.path, err) end
+  if not cok then return nil, io_error(self.path, cerr) end
+  return true
+end
+
+return _M
