@@ -6,14 +6,26 @@
 -- syntax: for row, user, problem in reader:rows() do ... end
 -- syntax: reader:close()
 --
+-- input: a path (format from the extension: .csv, .json, .ndjson / .jsonl, else opts.format), an
+-- open file handle (opts.format required; left open by close), a Lua array of user tables (its
+-- length taken at open), or an iterator function returning user tables (nil ends; nil, err or
+-- an error raised by it is a fatal error of the reader).
+-- opts: format, delimiter (one byte, default ","), tag_separator (default ";"), columns (header
+-- -> field spec or false), field_types (user_fields key -> text | integer | decimal | checkbox |
+-- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size.
+-- Misuse raises error(msg, 2); so does a CSV header with an unknown or doubly mapped column.
+-- A file that cannot be opened, or whose CSV header cannot be read, gives nil, err.
+--
 -- next() answers, per record: row (1-based among data records) and the user table, or row, nil
 -- and a one-line problem when that record could not be parsed or mapped (reading goes on);
 -- nil at the end; false, message once on a fatal error (I/O error, broken JSON array), and nil
--- after that, so a generic for that ignores the false still ends.
+-- after that, so a generic for that ignores the false still ends. reader.line is the physical
+-- line where the last CSV record or NDJSON line started.
 --
--- Limitations: one record (CSV record, JSON element, NDJSON line) may be at most MAX_RECORD bytes;
--- past that reading stops with a fatal error instead of buffering the rest of the input (this is
--- what an unterminated quote in a large CSV file looks like). A CSV delimiter is one byte.
+-- Limitations: a record (CSV record, JSON element, NDJSON line) up to MAX_RECORD bytes is always
+-- read; past that reading may stop with a fatal error instead of buffering the rest of the input
+-- (this is what an unterminated quote early in a large CSV file looks like). Under LuaJIT an
+-- integer cell must be below 2^53 in magnitude, the range a double holds exactly.
 
 local _M = {_VERSION = "0.1.0"}
 
@@ -435,7 +447,7 @@ local function csv_reader(reader, file, opts, name)
   local field_types = opts.field_types or {}
   local tag_sep = opts.tag_separator or ";"
   -- per column: kinds[i] is IGNORE, TEXT (user[keys[i]] = cell), UF_TEXT (user_fields) or
-  -- CONVERT (setters[i]); text, the bulk of the cells, is stored inline without a call
+  -- CONVERT_CELL (setters[i]); text, the bulk of the cells, is stored inline without a call
   local kinds, keys, setters, seen = {}, {}, {}, {}
   for i = 1, ncols do
     local header = trim(fields[i])
