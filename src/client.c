@@ -94,77 +94,89 @@ static void set_num(lua_State *L, const char *k, long long v)
 
 /* ---- errors ---- */
 
+typedef struct {
+    zd_buf b;
+} zd_box;
+
+/* A buffer anchored in a userdata: a Lua error half-way through cannot leak it. luaL_Buffer
+ * is not usable here because the code below reads fields between appends. */
+static zd_buf *push_box(lua_State *L)
+{
+    zd_box *box = lua_newuserdata(L, sizeof *box);
+    memset(box, 0, sizeof *box);
+    luaL_getmetatable(L, BOX_MT);
+    lua_setmetatable(L, -2);
+    return &box->b;
+}
+
+static void add_field(lua_State *L, zd_buf *b, int t, const char *name, const char *before, const char *after)
+{
+    lua_getfield(L, t, name);
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        size_t n;
+        const char *v;
+        char num[32];
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            snprintf(num, sizeof num, "%.0f", (double)lua_tonumber(L, -1));
+            v = num;
+            n = strlen(num);
+        } else {
+            v = lua_tolstring(L, -1, &n);
+        }
+        if (!zd_buf_adds(b, before) || !zd_buf_add(b, v, n) || !zd_buf_adds(b, after))
+            luaL_error(L, "zendesk: out of memory");
+    }
+    lua_pop(L, 1);
+}
+
 static int error_tostring(lua_State *L)
 {
-    luaL_Buffer b;
+    zd_buf *b;
+    int first = 1;
     luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "zendesk: ");
+    lua_settop(L, 1);
+    b = push_box(L);
+    zd_buf_adds(b, "zendesk: ");
     lua_getfield(L, 1, "kind");
-    luaL_addstring(&b, lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    zd_buf_adds(b, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
     lua_pop(L, 1);
-    lua_getfield(L, 1, "status");
-    if (lua_isnumber(L, -1)) {
-        lua_pushfstring(L, " %d", (int)lua_tointeger(L, -1));
-        luaL_addvalue(&b);
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "code");
-    if (lua_isstring(L, -1)) {
-        luaL_addchar(&b, ' ');
-        luaL_addstring(&b, lua_tostring(L, -1));
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "message");
-    if (lua_isstring(L, -1)) {
-        luaL_addstring(&b, ": ");
-        luaL_addstring(&b, lua_tostring(L, -1));
-    }
-    lua_pop(L, 1);
+    add_field(L, b, 1, "status", " ", "");
+    add_field(L, b, 1, "code", " ", "");
+    add_field(L, b, 1, "message", ": ", "");
+    /* "(email: Email: x is not properly formatted; name: ...)" */
     lua_getfield(L, 1, "details");
     if (lua_istable(L, -1)) {
-        /* "(email: Email: x is not properly formatted; name: ...)" */
-        int first = 1;
+        int d = lua_gettop(L);
         lua_pushnil(L);
-        while (lua_next(L, -2)) {
+        while (lua_next(L, d)) {
             if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
                 lua_rawgeti(L, -1, 1);
                 if (lua_istable(L, -1)) {
-                    lua_getfield(L, -1, "description");
-                    if (lua_isstring(L, -1)) {
-                        luaL_addstring(&b, first ? " (" : "; ");
+                    int entry = lua_gettop(L);
+                    lua_getfield(L, entry, "description");
+                    if (lua_type(L, -1) == LUA_TSTRING) {
+                        zd_buf_adds(b, first ? " (" : "; ");
                         first = 0;
-                        lua_pushvalue(L, -5);
-                        luaL_addvalue(&b);
-                        luaL_addstring(&b, ": ");
-                        luaL_addvalue(&b);
-                    } else {
-                        lua_pop(L, 1);
+                        zd_buf_adds(b, lua_tostring(L, entry - 2));
+                        zd_buf_adds(b, ": ");
+                        zd_buf_adds(b, lua_tostring(L, -1));
                     }
+                    lua_pop(L, 1);
                 }
                 lua_pop(L, 1);
             }
             lua_pop(L, 1);
         }
         if (!first)
-            luaL_addchar(&b, ')');
+            zd_buf_addc(b, ')');
     }
     lua_pop(L, 1);
-    lua_getfield(L, 1, "retry_after");
-    if (lua_isnumber(L, -1)) {
-        lua_pushfstring(L, " (retry after %d s)", (int)lua_tonumber(L, -1));
-        luaL_addvalue(&b);
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "request_id");
-    if (lua_isstring(L, -1)) {
-        luaL_addstring(&b, " [request_id ");
-        luaL_addvalue(&b);
-        luaL_addchar(&b, ']');
-    } else {
-        lua_pop(L, 1);
-    }
-    luaL_pushresult(&b);
+    add_field(L, b, 1, "retry_after", " (retry after ", " s)");
+    add_field(L, b, 1, "request_id", " [request_id ", "]");
+    if (!b->p)
+        return luaL_error(L, "zendesk: out of memory");
+    lua_pushlstring(L, b->p, b->len);
+    zd_buf_free(b);
     return 1;
 }
 
@@ -1091,10 +1103,6 @@ static int core_new(lua_State *L)
 
 /* ---- module functions ---- */
 
-typedef struct {
-    zd_buf b;
-} zd_box;
-
 static int box_gc(lua_State *L)
 {
     zd_box *box = luaL_checkudata(L, 1, BOX_MT);
@@ -1107,21 +1115,17 @@ static int core_encode(lua_State *L)
 {
     char err[256];
     const char *root = luaL_optstring(L, 2, "value");
-    zd_box *box;
+    zd_buf *b;
     luaL_checkany(L, 1);
     lua_settop(L, 2);
-    /* the buffer lives in a userdata, so a Lua error half-way cannot leak it */
-    box = lua_newuserdata(L, sizeof *box);
-    memset(box, 0, sizeof *box);
-    luaL_getmetatable(L, BOX_MT);
-    lua_setmetatable(L, -2);
-    if (!zd_json_encode(L, 1, &box->b, root, err, sizeof err)) {
+    b = push_box(L);
+    if (!zd_json_encode(L, 1, b, root, err, sizeof err)) {
         lua_pushnil(L);
         push_error(L, "validation", err);
         return 2;
     }
-    lua_pushlstring(L, box->b.p ? box->b.p : "", box->b.len);
-    zd_buf_free(&box->b);
+    lua_pushlstring(L, b->p ? b->p : "", b->len);
+    zd_buf_free(b);
     return 1;
 }
 

@@ -28,8 +28,12 @@ describe("validation before I/O", function()
                  refused{ email = "a@example.com", role = "superuser" }.message)
     assert.equal("user.organization_id: must be an integer, got 'abc'",
                  refused{ email = "a@example.com", organization_id = "abc" }.message)
-    assert.equal("user.tags: [2] must be a non-empty string", refused{ email = "a@example.com", tags = { "a", 3 } }.message)
-    assert.matches("user.identities: %[1%]%.type", refused{ email = "a@example.com", identities = { { type = "fax", value = "1" } } }.message)
+    assert.equal("user.tags[2]: must be a non-empty string", refused{ email = "a@example.com", tags = { "a", 3 } }.message)
+    local idn = refused{ email = "a@example.com", identities = { { type = "fax", value = "1" } } }
+    assert.equal("user.identities[1].type: 'fax' is not an identity type", idn.message)
+    assert.equal("user.identities[1].type", idn.path)
+    assert.equal("user.user_fields.level: must be a string, number, boolean or zendesk.null, got a table",
+                 refused{ email = "a@example.com", user_fields = { level = {} } }.message)
     assert.matches("unknown user field", refused{ emial = "a@example.com" }.message)
     assert.matches("needs an email or an external_id", refused{ name = "Nobody" }.message)
     assert.equal(0, #s:requests())

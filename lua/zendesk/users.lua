@@ -9,8 +9,9 @@ local _M = { _VERSION = core.version }
 
 local null = core.null
 
-local function fail(path, field, message)
-  local where = path and (path .. "." .. field) or field
+-- path: where the user is ("user", "users[3]", "row 12"); sub: inside the field ("[2]", ".name")
+local function fail(path, field, message, sub)
+  local where = (path and (path .. "." .. field) or field) .. (sub or "")
   return nil, core.error{ kind = "validation", field = field, path = where, message = where .. ": " .. message }
 end
 
@@ -104,37 +105,38 @@ local function array_of(v, each)
     if not is_integer(k) or k < 1 or k > n then return "must be an array (found key " .. show(k) .. ")" end
   end
   for i = 1, n do
-    local msg = each(v[i], i)
-    if msg then return msg end
+    local msg, sub = each(v[i], i)
+    if msg then return msg, sub end
   end
 end
 
 function checks.tags(v)
   return array_of(v, function(t, i)
-    if type(t) ~= "string" or t == "" then return "[" .. i .. "] must be a non-empty string" end
+    if type(t) ~= "string" or t == "" then return "must be a non-empty string", "[" .. i .. "]" end
   end)
 end
 
 function checks.agent_brand_ids(v)
   return array_of(v, function(t, i)
-    if not is_integer(t) then return "[" .. i .. "] must be an integer" end
+    if not is_integer(t) then return "must be an integer", "[" .. i .. "]" end
   end)
 end
 
 function checks.identities(v)
   return array_of(v, function(idn, i)
-    if type(idn) ~= "table" then return "[" .. i .. "] must be a table {type =, value =}" end
-    if not IDENTITY_TYPES[idn.type] then return "[" .. i .. "].type: " .. show(idn.type) .. " is not an identity type" end
-    if type(idn.value) ~= "string" or idn.value == "" then return "[" .. i .. "].value must be a non-empty string" end
+    local at = "[" .. i .. "]"
+    if type(idn) ~= "table" then return "must be a table {type =, value =}", at end
+    if not IDENTITY_TYPES[idn.type] then return show(idn.type) .. " is not an identity type", at .. ".type" end
+    if type(idn.value) ~= "string" or idn.value == "" then return "must be a non-empty string", at .. ".value" end
     if idn.type == "email" and not _M.valid_email(idn.value) then
-      return "[" .. i .. "].value: " .. show(idn.value) .. " is not a valid email address"
+      return show(idn.value) .. " is not a valid email address", at .. ".value"
     end
   end)
 end
 
 function checks.organization(v)
   if type(v) ~= "table" then return "must be a table {name = ...}" end
-  if v.name ~= nil and (type(v.name) ~= "string" or v.name == "") then return "name must be a non-empty string" end
+  if v.name ~= nil and (type(v.name) ~= "string" or v.name == "") then return "must be a non-empty string", ".name" end
   if v.name == nil and v.id == nil then return "needs a name" end
 end
 
@@ -144,9 +146,9 @@ function checks.user_fields(v)
     if type(k) ~= "string" then return "keys must be user field keys (strings), got " .. show(k) end
     local t = type(x)
     if not (t == "string" or t == "number" or t == "boolean" or x == null) then
-      return "." .. k .. " must be a string, number, boolean or zendesk.null, got a " .. t
+      return "must be a string, number, boolean or zendesk.null, got a " .. t, "." .. k
     end
-    if t == "number" and x ~= x then return "." .. k .. " is NaN" end
+    if t == "number" and x ~= x then return "is NaN", "." .. k end
   end
 end
 
@@ -165,14 +167,9 @@ function _M.validate(user, path)
       return fail(path, k, "unknown user field (misspelt? custom fields go in user_fields)")
     end
     if v ~= null then
-      local msg = check(v)
+      local msg, sub = check(v)
       if msg then
-        if msg:sub(1, 1) == "." or msg:sub(1, 1) == "[" then
-          local full = (path and (path .. ".") or "") .. k .. msg:match("^[^ ]*")
-          return nil, core.error{ kind = "validation", field = k, path = full,
-                                  message = (path and (path .. ".") or "") .. k .. msg }
-        end
-        return fail(path, k, msg)
+        return fail(path, k, msg, sub)
       end
     end
   end
