@@ -1,6 +1,7 @@
 -- wrk script: single create_or_update upserts against the Zendesk stand-in,
 -- each with a distinct email (thread id + counter), over kept-alive connections.
 -- usage: wrk -t2 -c32 -d10s -s bench/standin_wrk.lua http://127.0.0.1:8089
+-- luacheck: globals tid run statuses
 local counter = 0
 local threads = {}
 local thread_seq = 0
@@ -12,7 +13,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-function init(args)
+function init()
   tid = tid or 0
   statuses = {}
 end
@@ -36,7 +37,7 @@ function response(status)
   statuses[status] = (statuses[status] or 0) + 1
 end
 
-function done(summary, latency, requests)
+function done(summary)
   local bad = 0
   for _, t in ipairs(threads) do
     local s = t:get("statuses")

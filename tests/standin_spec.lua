@@ -254,7 +254,8 @@ describe("the Zendesk stand-in", function()
     end)
 
     it("accepts the path with and without .json", function()
-      assert.equal(201, upsert({ name = "A", email = "a@example.com" }, { path = "/api/v2/users/create_or_update" }).status)
+      local bare = upsert({ name = "A", email = "a@example.com" }, { path = "/api/v2/users/create_or_update" })
+      assert.equal(201, bare.status)
       assert.equal(200, upsert({ name = "A2", email = "a@example.com" }).status)
     end)
 
@@ -720,7 +721,8 @@ describe("the Zendesk stand-in", function()
     it("never creates the same user twice under concurrent upserts", function()
       s:config{ per_user_limit = 0 }
       local codes = {}
-      for _, r in ipairs(s:http_parallel(16, "POST", UPSERT, { body = { user = { name = "Same", email = "same@example.com" } } })) do
+      local same = { body = { user = { name = "Same", email = "same@example.com" } } }
+      for _, r in ipairs(s:http_parallel(16, "POST", UPSERT, same)) do
         codes[r.status] = (codes[r.status] or 0) + 1
       end
       assert.equal(1, codes[201])

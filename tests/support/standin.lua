@@ -154,7 +154,7 @@ function standin.decode_ordered(text)
   local function str()
     local out, i = {}, pos + 1
     while true do
-      local s, e = text:find('["\\]', i)
+      local s = text:find('["\\]', i)
       if not s then fail("unterminated string") end
       out[#out + 1] = text:sub(i, s - 1)
       if text:sub(s, s) == '"' then pos = s + 1 break end
@@ -352,8 +352,8 @@ function Standin:http(method, path, opts)
   if opts.compressed then parts[#parts + 1] = "--compressed" end
   if opts.tls_verify ~= false then parts[#parts + 1] = tls_args(self) end
   parts[#parts + 1] = shell_quote(opts.url or (self.url .. path))
-  local out, code = sh(table.concat(parts, " ") .. " 2>/dev/null")
-  local res = { exit = code, body = read_file(bfile) or "" }
+  local out, exit = sh(table.concat(parts, " ") .. " 2>/dev/null")
+  local res = { exit = exit, body = read_file(bfile) or "" }
   local code, total = out:match("(%d%d%d) ([%d%.]+)%s*$")
   res.status = tonumber(code) or 0
   res.time = tonumber(total)
@@ -395,7 +395,9 @@ end
 -- Generic admin call: returns status, decoded body (or the raw text).
 function Standin:admin(method, path, body)
   local res = self:http(method, path, { auth = "none", body = body })
-  if res.status == 0 then error("stand-in admin " .. method .. " " .. path .. ": no answer (curl exit " .. res.exit .. ")", 2) end
+  if res.status == 0 then
+    error("stand-in admin " .. method .. " " .. path .. ": no answer (curl exit " .. res.exit .. ")", 2)
+  end
   local v = standin.decode(res.body)
   if v == nil then v = res.body end
   return res.status, v

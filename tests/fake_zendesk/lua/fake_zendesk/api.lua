@@ -4,7 +4,6 @@ local json = require "fake_zendesk.json"
 local state = require "fake_zendesk.state"
 local users = require "fake_zendesk.users"
 local jobs = require "fake_zendesk.jobs"
-local faults = require "fake_zendesk.faults"
 
 local ngx = ngx
 local str = json.str
@@ -14,7 +13,8 @@ local _M = {}
 
 local TEXT_CT = "text/plain; charset=UTF-8"
 local NOT_FOUND = '{"error":"RecordNotFound","description":"Not found"}'
-local FORBIDDEN_IMPORTS = '{"error":{"title":"Forbidden","message":"You do not have access to this page. Please contact the account owner of this help desk for further help."}}'
+local FORBIDDEN_IMPORTS = '{"error":{"title":"Forbidden","message":"You do not have access to this page. '
+  .. 'Please contact the account owner of this help desk for further help."}}'
 local PER_USER_TEXT = "You have exceeded the rate limit for updating a single unique user. Please wait and try again."
 
 local function missing(param)
@@ -182,10 +182,10 @@ local function submit(r, kind, list, warn_keys, action)
   if #list > 100 then
     return 400, '{"error":"TooManyValues","description":"Maximum 100 users may be created per call"}'
   end
-  local job = jobs.submit(kind, list, r.base, faults.take_job_outcome())
+  local job = jobs.submit(kind, list, r.base)
   if not job then
-    return 429, '{"error":"TooManyJobs","description":"Too many jobs are currently queued or running. Try again later."}',
-      { ["Retry-After"] = tostring(jobs.retry_after()) }
+    return 429, '{"error":"TooManyJobs","description":"Too many jobs are currently queued or running. '
+      .. 'Try again later."}', { ["Retry-After"] = tostring(jobs.retry_after()) }
   end
   local headers = {}
   warn_header(headers, warn_keys or {}, action)
@@ -233,13 +233,13 @@ end
 
 -- Job statuses --------------------------------------------------------------
 
-function _M.job_status(r, id)
+function _M.job_status(_, id)
   local job = jobs.poll(id)
   if not job then return 404, NOT_FOUND end
   return 200, '{"job_status":' .. jobs.render(job) .. "}"
 end
 
-function _M.job_statuses_show_many(r)
+function _M.job_statuses_show_many()
   local args = ngx.req.get_uri_args()
   if not args.ids then return missing("ids") end
   local parts = {}
@@ -250,7 +250,7 @@ function _M.job_statuses_show_many(r)
   return 200, '{"job_statuses":[' .. concat(parts, ",") .. "]}"
 end
 
-function _M.job_statuses(r)
+function _M.job_statuses()
   local parts = {}
   for i, job in ipairs(jobs.recent()) do parts[i] = jobs.render(job) end
   return 200, '{"job_statuses":[' .. concat(parts, ",") .. '],"next_page":null,"previous_page":null,"count":'

@@ -13,7 +13,8 @@ local JSON_CT = "application/json; charset=utf-8"
 local EXPECTED_BASIC = "Basic " .. ngx.encode_base64(state.EMAIL .. "/token:" .. state.TOKEN)
 
 local BAD_BASIC = '{"error":"Couldn\'t authenticate you"}'
-local BAD_BEARER = '{"error":"invalid_token","error_description":"The access token provided is expired, revoked, malformed or invalid for other reasons."}'
+local BAD_BEARER = '{"error":"invalid_token","error_description":"The access token provided is expired, '
+  .. 'revoked, malformed or invalid for other reasons."}'
 
 local function basic_401()
   return 401, BAD_BASIC, { ["WWW-Authenticate"] = 'Basic realm="Web Password"' }

@@ -21,7 +21,8 @@ local JSON_CT = "application/json; charset=utf-8"
 local DEFAULT_BODIES = {
   [400] = { JSON_CT, '{"error":"BadRequest","description":"Bad request"}' },
   [401] = { JSON_CT, '{"error":"Couldn\'t authenticate you"}' },
-  [403] = { JSON_CT, '{"error":{"title":"Forbidden","message":"You do not have access to this page. Please contact the account owner of this help desk for further help."}}' },
+  [403] = { JSON_CT, '{"error":{"title":"Forbidden","message":"You do not have access to this page. '
+    .. 'Please contact the account owner of this help desk for further help."}}' },
   [404] = { JSON_CT, '{"error":"RecordNotFound","description":"Not found"}' },
   [409] = { JSON_CT, '{"error":"DatabaseConflict","description":"Database collision"}' },
   [413] = { html(413, "Request Entity Too Large") },
@@ -165,7 +166,8 @@ end
 function _M.reset_connection(f)
   local status = f.status or 200
   local ctype = f.content_type or JSON_CT
-  local body = f.body or '{"user":{"id":36146830593,"url":"https://example.zendesk.com/api/v2/users/36146830593.json","name":"'
+  local body = f.body
+    or '{"user":{"id":36146830593,"url":"https://example.zendesk.com/api/v2/users/36146830593.json","name":"'
   local part = body:sub(1, math.max(1, math.floor(#body / 2)))
   local sock = ngx.req.socket(true)
   if sock then

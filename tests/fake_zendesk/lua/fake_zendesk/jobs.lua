@@ -3,6 +3,7 @@
 local json = require "fake_zendesk.json"
 local state = require "fake_zendesk.state"
 local users = require "fake_zendesk.users"
+local faults = require "fake_zendesk.faults"
 
 local ngx = ngx
 local zd = state.zd
@@ -150,7 +151,7 @@ end
 
 -- Queues a job over `list` (decoded user objects). Returns the job, or nil and
 -- "too_many" when max_jobs jobs are already queued or working.
-function _M.submit(kind, list, base, fault)
+function _M.submit(kind, list, base)
   local cfg = state.config()
   local active = zd:incr("jobs:active", 1, 0)
   if active > cfg.max_jobs then
@@ -161,7 +162,8 @@ function _M.submit(kind, list, base, fault)
   local id = new_id()
   local job = {
     id = id, url = base .. "/api/v2/job_statuses/" .. id .. ".json", total = #list,
-    status = "queued", kind = kind, created = ngx.now(), gen = state.generation(), fault = fault,
+    status = "queued", kind = kind, created = ngx.now(), gen = state.generation(),
+    fault = faults.take_job_outcome(), -- taken only by accepted jobs
   }
   save(job)
   local n = zd:incr("jl:n", 1, 0)

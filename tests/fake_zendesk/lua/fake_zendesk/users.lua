@@ -86,7 +86,8 @@ local function valid_date(s)
   if not y then return nil end
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
   if m < 1 or m > 12 or d < 1 then return nil end
-  local mdays = { 31, (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
+  local mdays = { 31, leap and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
   if d > mdays[m] then return nil end
   local rest = s:sub(11)
   if rest ~= "" and not rest:find("^T%d%d:%d%d") then return nil end
