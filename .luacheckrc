@@ -2,8 +2,9 @@
 -- OpenResty's ngx for code that runs inside nginx.
 std = "max"
 max_line_length = 120
-files["tests/**/*_spec.lua"] = { std = "max+busted" }
-files["tests/**/*_jit.lua"] = { std = "max+busted" }
+-- specs quote long messages and tables inline; wrapping them hurts more than it helps
+files["tests/**/*_spec.lua"] = { std = "max+busted", max_line_length = 140 }
+files["tests/**/*_jit.lua"] = { std = "max+busted", max_line_length = 140 }
 files["lua/zendesk/nginx.lua"] = { std = "max+ngx_lua" }
 files["tests/fake_zendesk/**/*.lua"] = { std = "max+ngx_lua" }
 files["examples/nginx/**/*.lua"] = { std = "max+ngx_lua" }

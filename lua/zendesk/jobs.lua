@@ -51,8 +51,9 @@ function _M.wait(client, job, opts)
         return js, res
       end
       if TERMINAL_FAIL[js.status] then
+        local why = type(js.message) == "string" and (": " .. js.message) or ""
         return nil, core.error{ kind = "job", code = js.status, job = js, request_id = res.request_id,
-          message = "job " .. id .. " ended " .. js.status .. (type(js.message) == "string" and (": " .. js.message) or "") }
+          message = "job " .. id .. " ended " .. js.status .. why }
       end
       local t = now()
       local rate

@@ -183,7 +183,8 @@ function _M.validate(user, path)
   end
   if not has_key then
     return nil, core.error{ kind = "validation", field = "email", path = path,
-      message = (path or "user") .. ": needs an email or an external_id to be matched (else every run creates it again)" }
+      message = (path or "user") .. ": needs an email or an external_id to be matched"
+        .. " (else every run creates it again)" }
   end
   return true
 end
