@@ -366,7 +366,7 @@ describe("fidelity with recorded Zendesk traffic", function()
   end)
 
   it("create_many (100): queued -> working 'Creating User #k' -> completed, then show_many", function()
-    s:config{ user_fields = {}, job_delay_ms = 300 }
+    s:config{ user_fields = {}, job_delay_ms = 700 }
     local its = load("zenpy_users_create_many_100_job_polling.json")
     local job = replay_job(its[1], { its[2], its[3] }, "create_many")
     check_results(its[3].response.body.job_status, job, "create_many", true)
@@ -378,7 +378,7 @@ describe("fidelity with recorded Zendesk traffic", function()
   end)
 
   it("update_many (100): 'Updating user #k' while working, update results when completed", function()
-    s:config{ user_fields = {}, job_delay_ms = 300 }
+    s:config{ user_fields = {}, job_delay_ms = 700 }
     local its = load("zenpy_users_update_many_100_job_polling.json")
     local created = replay_job(its[1], { its[2], its[3], its[4] }, "create_many")
     map_results(its[4].response.body.job_status, created)
@@ -395,7 +395,7 @@ describe("fidelity with recorded Zendesk traffic", function()
   it("organizations create_many job (mapped onto users/create_many): the same job_status lifecycle", function()
     -- The stand-in implements no organizations endpoints: the job machinery is shared,
     -- so the organizations job is replayed as users/create_many with the same names.
-    s:config{ user_fields = {}, job_delay_ms = 300 }
+    s:config{ user_fields = {}, job_delay_ms = 700 }
     local its = load("node_zendesk_orgs_create_many_job_polling.json")
     local users = {}
     for i, o in ipairs(its[1].request.body.organizations) do users[i] = { name = o.name } end
@@ -414,7 +414,7 @@ describe("fidelity with recorded Zendesk traffic", function()
   it("update_many with failing rows (organizations, mapped onto users): failures inside a completed job", function()
     -- Organization names must be unique, users' emails too: renaming 100 organizations to one
     -- name becomes giving 100 users one email. The first row succeeds, the others fail.
-    s:config{ user_fields = {}, job_delay_ms = 300 }
+    s:config{ user_fields = {}, job_delay_ms = 700 }
     local its = load("zenpy_orgs_update_many_with_failures.json")
     local users = {}
     for i, o in ipairs(its[1].request.body.organizations) do users[i] = { name = o.name } end

@@ -198,13 +198,13 @@ describe("the Zendesk stand-in", function()
     end)
 
     it("expires access tokens after token_ttl_s", function()
-      s:config{ token_ttl_s = 1 }
+      s:config{ token_ttl_s = 2 } -- long enough for a loaded machine to use the token once
       local res = s:http("POST", "/oauth/tokens", { auth = "none", body = { grant_type = "client_credentials",
         client_id = standin.CLIENT_ID, client_secret = standin.CLIENT_SECRET } })
       local tok = standin.decode(res.body)
-      assert.equal(1, tok.expires_in)
+      assert.equal(2, tok.expires_in)
       assert.equal(200, s:http("GET", "/api/v2/job_statuses", { auth = "Bearer " .. tok.access_token }).status)
-      sleep(1.2)
+      sleep(2.1)
       local late = s:http("GET", "/api/v2/job_statuses", { auth = "Bearer " .. tok.access_token })
       assert.equal(401, late.status)
       assert.equal("invalid_token", standin.decode(late.body).error)
@@ -464,7 +464,7 @@ describe("the Zendesk stand-in", function()
 
     it("goes queued -> working -> completed with results in request order", function()
       assert.equal(201, upsert({ name = "Existing", email = "old@example.com", external_id = "old" }).status)
-      s:config{ job_delay_ms = 400 }
+      s:config{ job_delay_ms = 1000 } -- a phase long enough to be seen between polls
       local job = submit{
         { name = "New", email = "new@example.com", external_id = "n-1" },
         { name = "Bad", email = "not-an-email" },
@@ -558,10 +558,10 @@ describe("the Zendesk stand-in", function()
     end)
 
     it("forgets jobs after job_expiry_s", function()
-      s:config{ job_expiry_s = 1, job_delay_ms = 0 }
+      s:config{ job_expiry_s = 2, job_delay_ms = 0 }
       local job = submit{ { name = "A", email = "a@example.com" } }
       assert.equal(200, poll(job.id).status)
-      sleep(1.2)
+      sleep(2.1)
       assert.equal(404, poll(job.id).status)
     end)
 
