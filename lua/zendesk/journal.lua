@@ -20,7 +20,7 @@ local core = require "zendesk.core"
 local error, type, tostring, setmetatable, ipairs, pairs, pcall =
       error, type, tostring, setmetatable, ipairs, pairs, pcall
 local floor, huge = math.floor, math.huge
-local remove, insert = table.remove, table.insert
+local remove, insert, match = table.remove, table.insert, string.match
 local io_open, io_lines = io.open, io.lines
 
 local _M = { _VERSION = core.version, FORMAT_VERSION = 1 }
@@ -239,6 +239,21 @@ function _M.header(path)
     return nil, io_error(path, path .. ": journal format " .. tostring(rec.v) .. " is not supported")
   end
   return rec
+end
+
+-- syntax: state = journal.state(path)   -> "absent" | "finished" | "unfinished"
+-- (unfinished: a sync stopped or was killed before its end record: --resume finishes it)
+function _M.state(path)
+  local f = io_open(path, "rb")
+  if not f then return "absent" end
+  local size = f:seek("end") or 0
+  f:seek("set", size > 65536 and size - 65536 or 0)
+  local tail = f:read("a") or ""
+  f:close()
+  if size == 0 then return "unfinished" end
+  local last = match(tail, "([^\n]+)\n*$")
+  local rec = last and core.decode(last)
+  return (type(rec) == "table" and rec.t == "end") and "finished" or "unfinished"
 end
 
 -- syntax: state, err = journal.load(path, on_outcome)

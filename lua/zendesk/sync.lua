@@ -29,6 +29,8 @@ local MAX_DEFERRED = 10000
 -- A batch whose submission got an unreadable answer may have become a job: its rows wait this
 -- long before going again, so that the two copies are not in flight at once.
 local UNCERTAIN_WAIT = 10
+-- After a TooManyJobs refusal, seconds between attempts at one more job in flight.
+local PROBE_EVERY = 10
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
 local MAX_POLL_FAILURES = 10
 
@@ -456,6 +458,8 @@ function Sync:handle_post(batch, res)
   local value, err = res.value, res.err
   local js = type(value) == "table" and value.job_status
   if type(js) == "table" and type(js.id) == "string" then
+    -- taken only after the core waited out refusals (429 TooManyJobs, 5xx): we are at the limit
+    if type(res.meta) == "table" and (res.meta.attempts or 1) > 1 then self.too_many = true end
     local job = { batch = batch, id = js.id, at = now, seen = false, misses = 0 }
     self.inflight[#self.inflight + 1] = job
     self.jobs = self.jobs + 1
@@ -674,12 +678,13 @@ function Sync:round()
   self.too_many = false
   for i, batch in ipairs(posts) do self:handle_post(batch, res[i]) end
   if self.too_many then
-    -- the account holds fewer jobs than we thought: stay at what it took
-    self.cap = max(1, #self.inflight)
-    self.cap_probe_at = self.now() + 10
+    -- the account holds fewer jobs than we thought (other clients may use slots too): halve the
+    -- jobs we keep in flight, and probe one more every PROBE_EVERY seconds without a refusal
+    self.cap = max(1, min(floor(self.cap / 2), #self.inflight))
+    self.cap_probe_at = self.now() + PROBE_EVERY
   elseif self.cap < self.max_jobs and self.now() >= self.cap_probe_at then
     self.cap = self.cap + 1
-    self.cap_probe_at = self.now() + 10
+    self.cap_probe_at = self.now() + PROBE_EVERY
   end
   if polled then self:handle_poll(polled, res[#posts + 1]) end
   return true
