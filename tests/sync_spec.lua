@@ -274,6 +274,27 @@ describe("sync_users", function()
     assert.matches("expired", report.rows[1].reason)
   end)
 
+  it("sends again, once the first copy would be done, a batch whose submission answer was unreadable", function()
+    s:fault{ path = "/api/v2/users/create_or_update_many", action = "invalid_json", count = 1, after = 1 }
+    local rows = {}
+    for i = 1, 6 do rows[i] = { email = "u" .. i .. "@example.com", name = "U" .. i } end
+    local report = assert(client:sync_users(rows, { batch_size = 2, max_jobs = 1 }))
+    assert.equal(6, report.created)
+    assert.equal(2, report.resubmitted)
+    assert.equal(4, #bulk_bodies(s))
+    assert.equal(6, #s:users())
+  end)
+
+  it("gives up on a job stuck without progress, without sending its rows again", function()
+    s:config{ job_delay_ms = 30000 }
+    local report = assert(client:sync_users({ { email = "stuck@example.com", name = "Stuck" } },
+      { job_timeout = 0.5, poll_interval = 0.1, max_poll_interval = 0.2 }))
+    assert.equal(1, report.failed)
+    assert.equal("JobTimeout", report.rows[1].error)
+    assert.matches("no progress", report.rows[1].reason)
+    assert.equal(1, #bulk_bodies(s))
+  end)
+
   it("marks the rows a job answered no result for as failed instead of dropping them", function()
     local real = client.core
     client.core = setmetatable({

@@ -22,13 +22,15 @@ local _M = { _VERSION = core.version }
 local null = core.null
 local PATH_MANY = "/api/v2/users/create_or_update_many.json"
 local PATH_STATUSES = "/api/v2/job_statuses/show_many.json?ids="
+local MAX_PATH = 2000   -- the core refuses paths over 2048 bytes
 
 -- Rows that wait for an earlier row naming the same user; past this many, reading pauses until
 -- jobs finish, so that an input repeating one user over and over cannot fill memory.
 local MAX_DEFERRED = 10000
--- A batch whose submission got an unreadable answer may have become a job: its rows wait this
--- long before going again, so that the two copies are not in flight at once.
-local UNCERTAIN_WAIT = 10
+-- A batch whose submission got an unreadable answer may have become a job: its rows wait about
+-- twice as long as jobs take (UNCERTAIN_WAIT before any job finished) before going again, so that
+-- the two copies are not in flight at once.
+local UNCERTAIN_WAIT = 5
 -- After a TooManyJobs refusal, seconds between attempts at one more job in flight.
 local PROBE_EVERY = 10
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
@@ -41,7 +43,7 @@ local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table",
   poll_interval = "number", max_poll_interval = "number", not_found_grace = "number",
-  progress_interval = "number",
+  progress_interval = "number", job_timeout = "number",
 }
 local READER_OPTIONS = { "format", "delimiter", "tag_separator", "columns", "field_types" }
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
@@ -69,7 +71,7 @@ local function check_opts(opts)
   int_in("batch_size", 1, 100)
   -- one request_many round carries a POST per free slot and the poll: the core runs 64 at most
   int_in("max_jobs", 1, 60)
-  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval" } do
+  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval", "job_timeout" } do
     if opts[k] ~= nil and not (opts[k] >= 0 and opts[k] < huge) then
       error("sync_users: option '" .. k .. "' must be a non-negative number", 3)
     end
@@ -443,7 +445,10 @@ function Sync:job_lost(batch, status, why, job_id)
   if again.n > 0 then
     self.resubmitted = self.resubmitted + again.n
     if batch.users then
-      if status == "uncertain" then again.not_before = self.now() + UNCERTAIN_WAIT end
+      if status == "uncertain" then
+        local d = self.job_time and min(60, max(1, 2 * self.job_time + self.poll_lo)) or UNCERTAIN_WAIT
+        again.not_before = self.now() + d
+      end
       insert(self.ready, 1, again)
     else
       -- a job of the run being resumed: its rows are read from the source again
@@ -451,6 +456,25 @@ function Sync:job_lost(batch, status, why, job_id)
     end
   end
   self:promote()
+end
+
+function Sync:job_stuck(job)
+  local batch = job.batch
+  local why = format("job %s made no progress for %d s (still %s): its rows are not sent again while it may run",
+                     job.id, floor(self.job_timeout), tostring(job.status or "queued"))
+  local outs, packed = {}, {}
+  for i = 1, batch.n do
+    local o = { row = batch.rows[i], outcome = "failed", error = "JobTimeout", reason = why }
+    local u = batch.users and batch.users[i]
+    if u then
+      o.email = type(u.email) == "string" and u.email or nil
+      o.external_id = u.external_id ~= null and u.external_id or nil
+    end
+    outs[i], packed[i] = o, journal.pack(o)
+  end
+  self:jwrite{ t = "done", b = batch.b, id = job.id, out = packed }
+  for i = 1, batch.n do self:finalize(outs[i]) end
+  self:settle(batch)
 end
 
 function Sync:handle_post(batch, res)
@@ -520,57 +544,79 @@ function Sync:handle_post(batch, res)
   self:settle(batch)
 end
 
-function Sync:handle_poll(polled, res)
+-- One poll: the show_many answers for every job in flight (in chunks when the ids would make
+-- too long a URL), as {jobs, res} pairs.
+function Sync:handle_poll(chunks)
   local now = self.now()
-  local err = res.err
-  local list = type(res.value) == "table" and res.value.job_statuses
-  if err or type(list) ~= "table" then
-    err = err or core.error{ kind = "http", code = "InvalidResponse", message = "show_many answer has no job_statuses" }
-    if err.kind == "auth" or err.kind == "network" or err.kind == "timeout" then
-      self:fail(err)
+  local by_id, failure = {}, nil
+  for _, chunk in ipairs(chunks) do
+    local res = chunk.res
+    local list = type(res.value) == "table" and res.value.job_statuses
+    if res.err or type(list) ~= "table" then
+      failure = res.err or core.error{ kind = "http", code = "InvalidResponse",
+                                       message = "show_many answer has no job_statuses" }
+    else
+      for _, js in ipairs(list) do
+        if type(js) == "table" and type(js.id) == "string" then by_id[js.id] = js end
+      end
+    end
+  end
+  if failure then
+    local kind = failure.kind
+    if kind == "auth" or kind == "network" or kind == "timeout" then
+      self:fail(failure)
       return
     end
-    self.poll_failures = self.poll_failures + 1
-    if self.poll_failures > MAX_POLL_FAILURES then
-      self:fail(err)
-      return
+    -- the account's rate limit is waited out; anything else (a broken answer, a 5xx the core
+    -- gave up on) is tried again a few times before the sync stops
+    if kind ~= "rate_limited" then
+      self.poll_failures = self.poll_failures + 1
+      if self.poll_failures > MAX_POLL_FAILURES then
+        self:fail(failure)
+        return
+      end
     end
-    local wait = type(err.retry_after) == "number" and err.retry_after or self.poll_interval
+    local wait = type(failure.retry_after) == "number" and failure.retry_after or self.poll_interval
     self.next_poll = now + max(wait, self.poll_lo)
     return
   end
   self.poll_failures = 0
-  local by_id = {}
-  for _, js in ipairs(list) do
-    if type(js) == "table" and type(js.id) == "string" then by_id[js.id] = js end
-  end
   local ended, moved = {}, false
-  for _, job in ipairs(polled) do
-    local js = by_id[job.id]
-    if js then
-      job.seen, job.misses = true, 0
-      local st = js.status
-      if st == "completed" then
-        ended[job] = true
-        self:job_done(job, js)
-        moved = true
-      elseif st == "failed" or st == "killed" then
-        ended[job] = true
-        local msg = type(js.message) == "string" and (": " .. js.message) or ""
-        self:job_lost(job.batch, st, "job " .. job.id .. " ended " .. st .. msg, job.id)
-        moved = true
-      elseif js.progress ~= job.progress then
-        job.progress = js.progress
-        moved = true
-      end
-    else
-      job.misses = job.misses + 1
-      -- a new job may answer 404 for a moment; a job seen before, or missing for long, is gone
-      if job.seen or (job.misses >= 3 and now - job.at >= self.grace) then
-        ended[job] = true
-        self:job_lost(job.batch, "gone", "job " .. job.id .. " expired or vanished before its results were read",
-                      job.id)
-        moved = true
+  for _, chunk in ipairs(chunks) do
+    for _, job in ipairs(chunk.jobs) do
+      local js = by_id[job.id]
+      if js then
+        job.seen, job.misses = true, 0
+        local st = js.status
+        if st == "completed" then
+          ended[job] = true
+          local took = now - job.at
+          self.job_time = self.job_time and (0.8 * self.job_time + 0.2 * took) or took
+          self:job_done(job, js)
+          moved = true
+        elseif st == "failed" or st == "killed" then
+          ended[job] = true
+          local msg = type(js.message) == "string" and (": " .. js.message) or ""
+          self:job_lost(job.batch, st, "job " .. job.id .. " ended " .. st .. msg, job.id)
+          moved = true
+        elseif js.progress ~= job.progress or js.status ~= job.status then
+          job.progress, job.status, job.changed = js.progress, js.status, now
+          moved = true
+        elseif now - (job.changed or job.at) > self.job_timeout then
+          -- stuck: it may still run, so its rows must not go again (two copies in flight)
+          ended[job] = true
+          self:job_stuck(job)
+          moved = true
+        end
+      else
+        job.misses = job.misses + 1
+        -- a new job may answer 404 for a moment; a job seen before, or missing for long, is gone
+        if job.seen or (job.misses >= 3 and now - job.at >= self.grace) then
+          ended[job] = true
+          self:job_lost(job.batch, "gone", "job " .. job.id .. " expired or vanished before its results were read",
+                        job.id)
+          moved = true
+        end
       end
     end
   end
@@ -662,13 +708,21 @@ function Sync:round()
       free = free - 1
     end
   end
-  local polled
+  local chunks
   if #self.inflight > 0 and now >= self.next_poll and not self.fatal then
-    polled = {}
-    local ids = {}
-    for i, job in ipairs(self.inflight) do
-      polled[i], ids[i] = job, job.id
+    -- one request for every job in flight, split only where the URL would pass the core's limit
+    chunks = {}
+    local jobs, ids, len = {}, {}, #PATH_STATUSES
+    for _, job in ipairs(self.inflight) do
+      if #ids > 0 and len + #job.id + 1 > MAX_PATH then
+        chunks[#chunks + 1] = { jobs = jobs, at = #reqs + 1 }
+        reqs[#reqs + 1] = { "GET", PATH_STATUSES .. concat(ids, ",") }
+        jobs, ids, len = {}, {}, #PATH_STATUSES
+      end
+      jobs[#jobs + 1], ids[#ids + 1] = job, job.id
+      len = len + #job.id + 1
     end
+    chunks[#chunks + 1] = { jobs = jobs, at = #reqs + 1 }
     reqs[#reqs + 1] = { "GET", PATH_STATUSES .. concat(ids, ",") }
   end
   if #reqs == 0 then return false end
@@ -686,7 +740,10 @@ function Sync:round()
     self.cap = self.cap + 1
     self.cap_probe_at = self.now() + PROBE_EVERY
   end
-  if polled then self:handle_poll(polled, res[#posts + 1]) end
+  if chunks then
+    for _, c in ipairs(chunks) do c.res = res[c.at] end
+    self:handle_poll(chunks)
+  end
   return true
 end
 
@@ -820,6 +877,7 @@ local function start(S, client, source, opts)
     local header = {
       time = os_time(), source = describe_source(source, size, fmt),
       reader = ropts, batch_size = S.batch_size, max_jobs = S.max_jobs, url = base_url(client),
+      report = opts.report,
     }
     local j, jerr = journal.create(opts.journal, header)
     if not j then return nil, jerr end
@@ -875,6 +933,7 @@ function _M.run(client, source, opts)
     retry = journal.ranges(), next_b = 1, eof = false, reading = true,
     poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
     grace = opts.not_found_grace or 30, submit_after = 0, next_poll = 0,
+    job_timeout = opts.job_timeout or 1800,
     progress_every = opts.progress_interval or 0.2, next_progress = 0,
     started = now(), cap_probe_at = 0,
   }, sync_mt)
