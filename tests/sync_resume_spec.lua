@@ -124,4 +124,76 @@ describe("zendesk-sync killed with SIGKILL", function()
     assert.is_true(resumed)
     assert.is_true(next(known) ~= nil and batches_after > 0)
   end)
+
+  describe("through the API", function()
+    local zendesk = require "zendesk"
+    local client
+
+    before_each(function()
+      s:reset()
+      s:config{ job_delay_ms = 50, per_user_limit = 0, rate_limit_per_minute = 0 }
+      client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN, max_retries = 1 }
+    end)
+    after_each(function() client:close() end)
+
+    local function rows(n)
+      local t = {}
+      for i = 1, n do t[i] = { email = "api" .. i .. "@example.com", name = "Api " .. i } end
+      return t
+    end
+
+    -- Stops the sync right after its first round of submissions, as a crash would.
+    local function crash_after_submitting(input, jpath, rep)
+      local ok, err = pcall(client.sync_users, client, input, {
+        journal = jpath, report = rep, batch_size = 10, progress_interval = 0,
+        on_progress = function(p) if p.in_flight > 0 then error("simulated crash") end end,
+      })
+      assert.is_false(ok)
+      assert.matches("simulated crash", tostring(err))
+      assert.equal("unfinished", journal.state(jpath))
+    end
+
+    local function posts()
+      local n = 0
+      for _, r in ipairs(s:requests()) do
+        if r.method == "POST" and r.path:find("create_or_update_many", 1, true) then n = n + 1 end
+      end
+      return n
+    end
+
+    local function report_rows(rep)
+      local seen, n = {}, 0
+      for line in io.lines(rep) do
+        local row = tonumber(line:match("^(%d+),"))
+        if row then
+          assert.is_nil(seen[row], "row " .. row .. " twice in the report")
+          seen[row], n = true, n + 1
+        end
+      end
+      return n
+    end
+
+    it("polls the jobs a stopped run submitted instead of sending their rows again", function()
+      local input, jpath, rep = rows(30), dir .. "/p.journal", dir .. "/p.csv"
+      crash_after_submitting(input, jpath, rep)
+      assert.equal(3, posts())
+      local report = assert(client:sync_users(input, { journal = jpath, report = rep, resume = true }))
+      assert.equal(30, report.created)
+      assert.equal(3, posts(), "rows of submitted jobs were sent again")
+      assert.equal(30, report_rows(rep))
+      assert.equal(30, #s:users())
+    end)
+
+    it("sends again the rows of submitted jobs that are gone when it resumes", function()
+      local input, jpath, rep = rows(30), dir .. "/g.journal", dir .. "/g.csv"
+      crash_after_submitting(input, jpath, rep)
+      s:reset()   -- the jobs (and the users) vanish
+      s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+      local report = assert(client:sync_users(input, { journal = jpath, report = rep, resume = true,
+                                                       not_found_grace = 0.2, poll_interval = 0.05 }))
+      assert.equal(30, report.created)
+      assert.equal(30, report_rows(rep))
+      assert.equal(30, #s:users())
+    end)
+  end)
 end)

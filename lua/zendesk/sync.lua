@@ -150,6 +150,7 @@ local function keys_of(user)
   if type(e) == "string" then ks[#ks + 1] = "e:" .. lower(e) end
   local x = user.external_id
   if x ~= nil and x ~= null then ks[#ks + 1] = "x:" .. lower(tostring(x)) end
+  if user.id ~= nil and user.id ~= null then ks[#ks + 1] = "i:" .. tostring(user.id) end
   local ids = user.identities
   if type(ids) == "table" then
     for _, idn in ipairs(ids) do
@@ -301,6 +302,13 @@ function Sync:accept(row, user)
   self:add_to_batch(row, user, ks, self.retry:contains(row) and 2 or 1)
 end
 
+-- The email and external_id a report shows for a row, when they are what they should be.
+local function ident(user)
+  local e, x = user.email, user.external_id
+  local tx = type(x)
+  return type(e) == "string" and e or nil, (tx == "string" or tx == "number") and x or nil
+end
+
 -- Takes one row from the reader; false at the end of the input.
 function Sync:read_one()
   local row, user, problem = self.reader:next()
@@ -318,13 +326,14 @@ function Sync:read_one()
     return true
   end
   if self.filter and self.filter(user, row) == false then
-    self:finalize{ row = row, outcome = "skipped", email = user.email, external_id = user.external_id }
+    local e, x = ident(user)
+    self:finalize{ row = row, outcome = "skipped", email = e, external_id = x }
     return true
   end
   local ok, verr = users.validate(user, "row " .. row)
   if not ok then
-    self:finalize{ row = row, outcome = "invalid", email = type(user.email) == "string" and user.email or nil,
-                   external_id = user.external_id, reason = verr.message }
+    local e, x = ident(user)
+    self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
     return true
   end
   if self.dry_run then
@@ -652,13 +661,12 @@ function Sync:progress(final)
     local ok, pos = pcall(f.seek, f, "cur")
     bytes = ok and pos and pos - self.pos_base or nil
   end
+  -- the rows the whole input holds, estimated from the share of its bytes read so far
   local eta, fraction
-  if self.size and self.size > 0 and bytes then
-    fraction = min(1, bytes / self.size)
-    if fraction > 0 and rate > 0 then
-      local expected = self.read / fraction
-      eta = max(0, (expected - self.total) / rate)
-    end
+  if self.size and self.size > 0 and bytes and bytes > 0 and self.read > 0 then
+    local expected = max(self.read, self.read * self.size / bytes)
+    fraction = min(1, self.total / expected)
+    if rate > 0 then eta = max(0, (expected - self.total) / rate) end
   end
   if final or (self.eof and #self.inflight == 0 and #self.ready == 0) then eta, fraction = 0, 1 end
   cb{
