@@ -752,6 +752,9 @@ function Sync:round()
     for _, c in ipairs(chunks) do c.res = res[c.at] end
     self:handle_poll(chunks)
   end
+  -- the job ids just learnt are what lets a resume poll instead of resubmit: on disk now, not
+  -- in a stdio buffer that a kill -9 during the next idle wait would lose
+  self:jsync()
   return true
 end
 
