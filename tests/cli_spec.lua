@@ -31,6 +31,8 @@ local function mode_of(path)
   return (out:gsub("%s+$", ""))
 end
 
+local workdir   -- each run's working directory: default journals land there, not in the checkout
+
 -- Runs zendesk-sync with only the given environment (plus PATH and the module paths).
 -- Returns exit code, stdout, stderr.
 local function run(args, env, prefix)
@@ -41,7 +43,8 @@ local function run(args, env, prefix)
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
   parts[#parts + 1] = "lua5.4 " .. q(ROOT .. "bin/zendesk-sync")
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  local cmd = (prefix or "") .. table.concat(parts, " ") .. " >" .. q(out) .. " 2>" .. q(err) .. " </dev/null"
+  local cmd = "cd " .. q(workdir) .. " && " .. (prefix or "") .. table.concat(parts, " ")
+    .. " >" .. q(out) .. " 2>" .. q(err) .. " </dev/null"
   local _, code = standin.sh(cmd)
   local o, e = read_file(out) or "", read_file(err) or ""
   os.remove(out)
@@ -62,6 +65,7 @@ describe("zendesk-sync", function()
     s = standin.start()
     dir = tmpname(".d")
     assert(os.execute("mkdir -m 700 " .. q(dir)))
+    workdir = dir
   end)
   teardown(function()
     s:stop()
@@ -104,7 +108,8 @@ describe("zendesk-sync", function()
     code, _, err = run({ file }, { ZENDESK_EMAIL = standin.EMAIL, ZENDESK_API_TOKEN = standin.TOKEN })
     assert.equal(2, code)
     assert.matches("ZENDESK_URL", err)
-    code = run({ "--url", s.url, file }, { ZENDESK_EMAIL = standin.EMAIL, ZENDESK_API_TOKEN = standin.TOKEN })
+    code = run({ "--url", s.url, "--journal", dir .. "/u.journal", file },
+               { ZENDESK_EMAIL = standin.EMAIL, ZENDESK_API_TOKEN = standin.TOKEN })
     assert.equal(0, code)
     assert.equal(1, #s:users())
   end)
