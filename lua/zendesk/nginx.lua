@@ -10,7 +10,7 @@ local jobs = require "zendesk.jobs"
 
 local ngx = ngx
 local run_worker_thread = ngx.run_worker_thread  -- luacheck: ignore 143 (newer than luacheck's ngx_lua std)
-local ngx_sleep, ngx_now, md5 = ngx.sleep, ngx.now, ngx.md5
+local ngx_sleep, ngx_now, update_time, md5 = ngx.sleep, ngx.now, ngx.update_time, ngx.md5
 local error, ipairs, pairs, pcall, setmetatable, getmetatable = error, ipairs, pairs, pcall, setmetatable, getmetatable
 local type, tostring, format = type, tostring, string.format
 local ceil, max = math.ceil, math.max
@@ -83,6 +83,7 @@ local function acquire(self)
   local d, p = self.dict, self.prefix
   local deadline = ngx_now() + self.max_wait
   while true do
+    update_time()   -- ngx.now() is the event loop's cached time: a wait must see the clock move
     local t = ngx_now()
     local wait, limit
     local block = d:get(p .. "block")
@@ -117,7 +118,8 @@ local function acquire(self)
       end
     end
     if t + wait > deadline then return nil, rate_error(self, wait, limit) end
-    ngx_sleep(wait)
+    -- at least 1 ms: ngx.sleep rounds down to whole milliseconds, and ngx.sleep(0) only yields
+    ngx_sleep(max(wait, 0.001))
   end
 end
 
