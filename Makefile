@@ -31,7 +31,7 @@ ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 # Debian packages the project needs (design.md); `make deps` installs the missing ones.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
-  gcc make curl openssl valgrind ca-certificates procps
+  gcc make curl openssl valgrind ca-certificates procps time
 
 .PHONY: all build deps env test test-valgrind check-rockspec clean install demo bench lint
 
@@ -69,7 +69,7 @@ check-rockspec: deps
 	@./tests/run rockspec
 
 lint:
-	luacheck -q lua bin tests examples bench
+	luacheck -q lua bin/zendesk-sync tests examples bench
 
 demo: deps
 	$(MAKE) --no-print-directory build LUA=lua5.4

@@ -11,8 +11,9 @@ time or in bulk, follows the bulk jobs, and syncs whole files of users with a jo
 survives crashes.]],
   license = "MIT",
 }
--- lua-cjson is needed at run time; it is not listed because Debian's lua-cjson package is
--- not a rock, and listing it would make luarocks fetch a second copy.
+-- lua-cjson (and lua-argparse, for zendesk-sync) are needed at run time; they are not listed
+-- because Debian's packages of them are not rocks, and listing them would make luarocks fetch
+-- second copies.
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
@@ -30,5 +31,12 @@ build = {
     ["zendesk"] = "lua/zendesk.lua",
     ["zendesk.users"] = "lua/zendesk/users.lua",
     ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
+    ["zendesk.sources"] = "lua/zendesk/sources.lua",
+    ["zendesk.sync"] = "lua/zendesk/sync.lua",
+    ["zendesk.journal"] = "lua/zendesk/journal.lua",
+    ["zendesk.report"] = "lua/zendesk/report.lua",
+  },
+  install = {
+    bin = { ["zendesk-sync"] = "bin/zendesk-sync" },
   },
 }

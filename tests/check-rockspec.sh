@@ -21,5 +21,10 @@ TREE="$tmp/tree" LUA_PATH="$tmp/tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tmp/tree
   assert(package.searchpath("zendesk.core", package.cpath):find(os.getenv("TREE"), 1, true), "not the installed module")
   assert(core.encode{ id = 123456789012345 } == "{\"id\":123456789012345}")
   assert(type(z.new) == "function")
+  assert(require("zendesk.sync").run and require("zendesk.sources").open)
   print("installed rock loads: " .. core.version .. " with libcurl " .. core.curl_version)
 '
+test -x "$tmp/tree/bin/zendesk-sync"
+LUA_PATH="$tmp/tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tmp/tree/lib/lua/5.4/?.so;;" \
+    "$tmp/tree/bin/zendesk-sync" --help | grep -q "zendesk-sync"
+echo "installed zendesk-sync runs"
