@@ -22,19 +22,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-url=$("$CTL" start --port auto | tail -n 1)
-port=${url##*:}
-# The stand-in keeps its users in a 512 MB lua_shared_dict, full at about 340,000 users. Until
-# ctl can size it, grow it in this instance's generated config and reload (about 1.5 KB a user).
-run_dir=$ROOT/tests/fake_zendesk/run/$port
+# The stand-in keeps its users in shared memory, about 1.5 KB a user: size it for the largest run.
 max_n=0
 for n in "${SIZES[@]}"; do [ "$n" -le "$max_n" ] || max_n=$n; done
 dict_mb=$(( max_n * 2 / 1000 + 512 ))
-if [ "$max_n" -gt 200000 ] && grep -q 'lua_shared_dict zd 512m;' "$run_dir/nginx.conf"; then
-  sed -i "s/lua_shared_dict zd 512m;/lua_shared_dict zd ${dict_mb}m;/" "$run_dir/nginx.conf"
-  nginx -p "$run_dir" -c "$run_dir/nginx.conf" -e "$run_dir/error.log" -s reload
-  sleep 1
-fi
+url=$("$CTL" start --port auto --state-size "${dict_mb}m" | tail -n 1)
+port=${url##*:}
 
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/lua5.4/?.so;;"
