@@ -45,7 +45,8 @@ local NGINX_OPTIONS = {
 -- extended, so ours never reopens before Zendesk's has. Keys, under "rl:<account>:":
 --   seq         the current window's number      end:<seq>  its end (ngx.now() seconds)
 --   n:<seq>     requests counted in it            open:<seq> taken by the worker that ends it
---   limit       the limit Zendesk last reported   block      no request before this time (a 429)
+--   limit       the limit Zendesk last reported   block      no request before this time (an
+--                                                            account-wide 429)
 --   inflight    requests under way                probe      the one request sent while the
 --                                                            limit is not known yet
 
@@ -144,7 +145,19 @@ local function sync(self, rl)
   end
 end
 
-local function release(self, ticket, out)
+-- Whether a 429 says the whole account is out of budget (then every worker holds back).
+local function account_wide(err, method)
+  local rl = err.rate_limit
+  if type(rl) == "table" and type(rl.remaining) == "number" then
+    return rl.remaining <= 0
+  end
+  -- Without the headers, a 429 from create_or_update may be its per-user limit (5 updates a
+  -- minute for one user): holding every call back for it would let one busy address stall
+  -- the account. Too many queued jobs is not a request rate either.
+  return not err.endpoint_limit and method ~= "upsert_user" and err.code ~= "TooManyJobs"
+end
+
+local function release(self, ticket, method, out)
   local d, p = self.dict, self.prefix
   if ticket == "probe" then
     d:delete(p .. "probe")
@@ -160,8 +173,7 @@ local function release(self, ticket, out)
   end
   sync(self, info.rate_limit)
   local err = out.err
-  if err and err.status == 429 and not err.endpoint_limit then
-    -- account-wide 429 (a per-endpoint one names its endpoint limit): nobody sends until it lifts
+  if err and err.status == 429 and account_wide(err, method) then
     local wait = type(err.retry_after) == "number" and err.retry_after or 1
     d:set(p .. "block", ngx_now() + wait, wait)
   end
@@ -184,7 +196,7 @@ local function run(self, method, a, b, c)
   if not ticket then return nil, err end
   local ok, done, out = pcall(run_worker_thread, self.pool, THREAD_MODULE, "call",
                               self.key, self.cfg, self.dict_name, method, a, b, c)
-  release(self, ticket, ok and done and out)
+  release(self, ticket, method, ok and done and out)
   if not ok or not done then
     local msg = tostring(ok and out or done)
     if msg:find("thread pool " .. self.pool .. " not found", 1, true) then
