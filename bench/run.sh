@@ -123,6 +123,7 @@ record "meta runs $RUNS"
 record "meta n_cli $N_CLI"
 record "meta cg_n $CG_N"
 record "meta concurrency $CONCURRENCY"
+record "meta signups $SIGNUPS"
 
 # ---- single upserts -------------------------------------------------------------------------------
 RUN_ID=$(date +%s)
@@ -188,6 +189,9 @@ csv_for() {   # rows -> path of a generated CSV (kept between runs: the generato
 timev() {   # file key -> value of one /usr/bin/time -v line
   awk -F': ' -v k="$2" '$1 ~ k {print $2}' "$1" | tail -n 1
 }
+cpu_of() {   # file -> user + system CPU seconds of a /usr/bin/time -v report
+  awk -F': ' '$1 ~ /User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { print s }' "$1"
+}
 secs() {   # h:mm:ss or m:ss.cc -> seconds
   awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }' <<<"$1"
 }
@@ -200,11 +204,12 @@ sync_run() {   # rows tag: zendesk-sync over a fresh stand-in; records elapsed a
   ZENDESK_URL=$URL ZENDESK_EMAIL=admin@example.com ZENDESK_API_TOKEN=stand-in-token \
     /usr/bin/time -v -o "$tv" lua5.4 bin/zendesk-sync -q --journal "$W/data/$tag.journal" "$csv" \
     >"$LOG/$tag.out" 2>&1 || die "zendesk-sync $rows rows failed (see $LOG/$tag.out)"
-  local wall rss created
+  local wall rss created cpu
   wall=$(secs "$(timev "$tv" 'Elapsed \\(wall clock\\) time')")
   rss=$(timev "$tv" 'Maximum resident set size')
+  cpu=$(cpu_of "$tv")
   created=$(curl -fsS "$URL/__admin/stats" | sed 's/.*"users":\([0-9]*\).*/\1/')
-  record "sync $tag $rows $wall $rss $created"
+  record "sync $tag $rows $wall $rss $created $cpu"
 }
 say "bulk: $BULK_ROWS users through zendesk-sync, then node-zendesk"
 sync_run "$BULK_ROWS" "sync-$BULK_ROWS"
@@ -214,7 +219,7 @@ csv=$(csv_for "$BULK_ROWS")
   >"$LOG/node-bulk.out" 2>&1 || die "peer_node_bulk failed (see $LOG/node-bulk.out)"
 # "rows R seconds S users_per_s U created C ..."
 set -- $(grep '^rows ' "$LOG/node-bulk.out")
-record "nodebulk $2 $4 $(timev "$LOG/time-node-bulk.txt" 'Maximum resident set size') $8"
+record "nodebulk $2 $4 $(timev "$LOG/time-node-bulk.txt" 'Maximum resident set size') $8 $(cpu_of "$LOG/time-node-bulk.txt")"
 
 if [ "$BIG_ROWS" -gt 0 ]; then
   say "memory: $BIG_ROWS rows through zendesk-sync"
@@ -225,14 +230,27 @@ fi
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-wrk_run() {   # mode url run: SIGNUPS sign-ups at CONCURRENCY, recorded
-  local mode=$1 url=$2 run=$3 out
-  out=$(BENCH_MODE=$mode BENCH_TOTAL=$SIGNUPS BENCH_RUN="$RUN_ID$mode$run" \
+cpu_ticks() {   # master pid -> CPU clock ticks (user + system) of it and its workers, threads included
+  local t=0 p f
+  for p in $1 $(pgrep -P "$1"); do
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    # shellcheck disable=SC2086
+    set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
+STANDIN_MASTER=$(cat "tests/fake_zendesk/run/$PORT/nginx.pid")
+wrk_run() {   # mode url run: SIGNUPS sign-ups at CONCURRENCY, recorded with the servers' CPU time
+  local mode=$1 url=$2 run=$3 out e0 s0 e1 s1
+  e0=$(cpu_ticks "$EXAMPLE_MASTER"); s0=$(cpu_ticks "$STANDIN_MASTER")
+  out=$(BENCH_MODE=${mode%_cold} BENCH_TOTAL=$SIGNUPS BENCH_RUN="$RUN_ID$mode$run" \
         BENCH_THREADS=2 wrk -t2 -c"$CONCURRENCY" -d120s -s bench/signup_wrk.lua "$url" 2>&1) || die "wrk $mode failed: $out"
   echo "$out" >>"$LOG/wrk.log"
   # "requests N seconds S rps R p50_ms A p99_ms B non2xx C socket_errors D"
   set -- $(grep '^requests ' <<<"$out")
-  record "nginx $mode $run $6 $8 ${10} $2 ${12} ${14}"
+  e1=$(cpu_ticks "$EXAMPLE_MASTER"); s1=$(cpu_ticks "$STANDIN_MASTER")
+  record "nginx $mode $run $6 $8 ${10} $2 ${12} ${14} $((e1 - e0)) $((s1 - s0)) $(getconf CLK_TCK)"
 }
 if [ -f examples/nginx.conf ] && [ -f examples/nginx/zendesk_app.lua ]; then
   say "nginx: $SIGNUPS sign-ups at concurrency $CONCURRENCY through examples/nginx.conf, and straight"
@@ -257,6 +275,11 @@ if [ -f examples/nginx.conf ] && [ -f examples/nginx/zendesk_app.lua ]; then
     sleep 0.2
   done
   curl -fsS -o /dev/null "http://127.0.0.1:$NPORT/health" || die "nginx on $NPORT does not answer /health"
+  EXAMPLE_MASTER=$(cat "$NGINX_PREFIX/logs/nginx.pid")
+  # the first sign-ups after start pay for the thread pool's Lua VMs and their clients:
+  # recorded apart, then the timed runs
+  standin_fresh
+  wrk_run signup_cold "http://127.0.0.1:$NPORT" 0
   for run in $(seq "$RUNS"); do
     standin_fresh
     wrk_run signup "http://127.0.0.1:$NPORT" "$run"
