@@ -88,7 +88,8 @@ end
 local function on_event(ev)
   if ev.type == "retry" then
     ngx.log(ngx.WARN, "zendesk: ", ev.method, " ", ev.path, ": ", ev.reason, ", attempt ", ev.attempt,
-            " retried after ", ev.wait, " s", ev.request_id and (" [request_id " .. ev.request_id .. "]") or "")
+            " retried after ", string.format("%.2f", ev.wait), " s",
+            ev.request_id and (" [request_id " .. ev.request_id .. "]") or "")
   end
 end
 
