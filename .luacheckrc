@@ -6,6 +6,7 @@ max_line_length = 120
 files["tests/**/*_spec.lua"] = { std = "max+busted", max_line_length = 140 }
 files["tests/**/*_jit.lua"] = { std = "max+busted", max_line_length = 140 }
 files["lua/zendesk/nginx.lua"] = { std = "max+ngx_lua" }
+files["lua/zendesk/nginx_thread.lua"] = { std = "max+ngx_lua" }
 files["tests/fake_zendesk/**/*.lua"] = { std = "max+ngx_lua" }
 files["examples/nginx/**/*.lua"] = { std = "max+ngx_lua" }
 files["bench/**/*.lua"] = { globals = { "wrk", "request", "response", "setup", "init", "done" } }

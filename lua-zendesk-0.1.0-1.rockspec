@@ -35,6 +35,8 @@ build = {
     ["zendesk.sync"] = "lua/zendesk/sync.lua",
     ["zendesk.journal"] = "lua/zendesk/journal.lua",
     ["zendesk.report"] = "lua/zendesk/report.lua",
+    ["zendesk.nginx"] = "lua/zendesk/nginx.lua",
+    ["zendesk.nginx_thread"] = "lua/zendesk/nginx_thread.lua",
   },
   install = {
     bin = { ["zendesk-sync"] = "bin/zendesk-sync" },

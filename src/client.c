@@ -208,17 +208,11 @@ static void add_response_fields(lua_State *L, zd_xfer *x)
     lua_setfield(L, -2, "attempts");
 }
 
-static void push_meta(lua_State *L, zd_xfer *x)
+/* rate_limit = {limit, remaining, reset} and endpoint_limit = {total, remaining, resets}, on
+ * successes and errors alike: a shared budget learns from every answer, and a 429 tells the
+ * per-user limit (endpoint_limit.remaining == 0) from the account's. */
+static void add_limits(lua_State *L, const zd_resp *r)
 {
-    const zd_resp *r = &x->resp;
-    lua_createtable(L, 0, 8);
-    set_num(L, "status", r->status);
-    lua_pushboolean(L, r->status == 201);
-    lua_setfield(L, -2, "created");
-    if (r->location[0])
-        set_str(L, "location", r->location);
-    if (r->warn[0])
-        set_str(L, "warn", r->warn);
     if (r->rl_limit >= 0 || r->rl_remaining >= 0) {
         lua_createtable(L, 0, 3);
         if (r->rl_limit >= 0)
@@ -239,6 +233,20 @@ static void push_meta(lua_State *L, zd_xfer *x)
             set_num(L, "resets", r->ep_resets);
         lua_setfield(L, -2, "endpoint_limit");
     }
+}
+
+static void push_meta(lua_State *L, zd_xfer *x)
+{
+    const zd_resp *r = &x->resp;
+    lua_createtable(L, 0, 8);
+    set_num(L, "status", r->status);
+    lua_pushboolean(L, r->status == 201);
+    lua_setfield(L, -2, "created");
+    if (r->location[0])
+        set_str(L, "location", r->location);
+    if (r->warn[0])
+        set_str(L, "warn", r->warn);
+    add_limits(L, r);
     add_response_fields(L, x);
 }
 
@@ -309,6 +317,7 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
         lua_setfield(L, -2, "retry_after");
     }
     add_response_fields(L, x);
+    add_limits(L, &x->resp);
     if (x->body.len > 0 && is_json(x) && zd_json_decode(L, x->body.p, x->body.len) == 1) {
         int body = lua_gettop(L);
         lua_getfield(L, body, "error");

@@ -74,6 +74,7 @@ describe("client:upsert_user", function()
     assert.is_table(err.details.email)
     assert.matches("not properly formatted", err.details.email[1].description)
     assert.is_string(err.request_id)
+    assert.is_number(err.rate_limit.remaining)  -- errors carry the budget headers too
     assert.matches("^zendesk: http 422 RecordInvalid: .*%(email: .*not properly formatted%)", tostring(err))
     assert.not_matches("\n", tostring(err))
   end)
