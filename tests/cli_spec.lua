@@ -5,31 +5,7 @@ local standin = require "support.standin"
 
 local ROOT = standin.ROOT
 local q = standin.shell_quote
-
-local function tmpname(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. (ext or "")
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function mode_of(path)
-  local out = standin.sh("stat -c %a " .. q(path))
-  return (out:gsub("%s+$", ""))
-end
+local tmpname, read_file, write_file, mode_of = standin.tmpname, standin.read_file, standin.write_file, standin.mode_of
 
 local workdir   -- each run's working directory: default journals land there, not in the checkout
 

@@ -6,32 +6,7 @@ local standin = require "support.standin"
 local zendesk = require "zendesk"
 local core = require "zendesk.core"
 local journal = require "zendesk.journal"
-
-local function tmpname(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. (ext or "")
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function mode_of(path)
-  local p = io.popen("stat -c %a " .. standin.shell_quote(path))
-  local m = p:read("l")
-  p:close()
-  return m
-end
+local tmpname, read_file, write_file, mode_of = standin.tmpname, standin.read_file, standin.write_file, standin.mode_of
 
 local function by_row(report)
   local t = {}

@@ -316,10 +316,7 @@ end
 -- syntax: user, meta = client:upsert_user(user)
 function Client:upsert_user(user)
   check_self(self, "upsert_user")
-  if type(user) ~= "table" then
-    error("upsert_user: argument 'user' must be a table, got " .. type(user), 2)
-  end
-  local ok, err = users.validate(user, "user")
+  local ok, err = users.check_upsert_arg(user, "upsert_user")
   if not ok then return nil, err end
   return run(self, "upsert_user", user)
 end
@@ -327,14 +324,7 @@ end
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)
 function Client:upsert_users(list)
   check_self(self, "upsert_users")
-  if type(list) ~= "table" then
-    error("upsert_users: argument 'users' must be an array of user tables, got " .. type(list), 2)
-  end
-  local n = #list
-  if n < 1 or n > 100 then
-    error("upsert_users: expected 1 to 100 users, got " .. n, 2)
-  end
-  local ok, err = users.validate_list(list, "users")
+  local ok, err = users.check_upsert_many_arg(list, "upsert_users")
   if not ok then return nil, err end
   return run(self, "upsert_users", list)
 end

@@ -189,6 +189,27 @@ function _M.validate(user, path)
   return true
 end
 
+-- The checks every client flavour (zendesk, zendesk.nginx) makes before a single upsert:
+-- misuse raises at the caller of the method; a bad user returns nil, err.
+function _M.check_upsert_arg(user, method)
+  if type(user) ~= "table" then
+    error(method .. ": argument 'user' must be a table, got " .. type(user), 3)
+  end
+  return _M.validate(user, "user")
+end
+
+-- The same before a bulk upsert of 1 to 100 users.
+function _M.check_upsert_many_arg(list, method)
+  if type(list) ~= "table" then
+    error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), 3)
+  end
+  local n = #list
+  if n < 1 or n > 100 then
+    error(method .. ": expected 1 to 100 users, got " .. n, 3)
+  end
+  return _M.validate_list(list, "users")
+end
+
 -- Validates an array of users; the error lists every bad entry (errors = {{index, path, message}}).
 function _M.validate_list(list, path)
   local bad = {}

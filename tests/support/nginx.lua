@@ -3,26 +3,15 @@
 -- and batches sent with `curl --parallel` from one process, so a rate measured here is nginx's,
 -- not process start-up's. Lua 5.4 and LuaJIT.
 local standin = require "support.standin"
+local read_file, write_file = standin.read_file, standin.write_file
 
 local sh, q = standin.sh, standin.shell_quote
 local ROOT = standin.ROOT
 
 local M = { ROOT = ROOT }
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 M.read_file = read_file
 
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
 M.write_file = write_file
 
 -- Replaces `from` by `to` in text exactly once (plain text); the example must still have it.

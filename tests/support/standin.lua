@@ -61,6 +61,22 @@ local function write_file(path, data)
   f:close()
 end
 
+-- File helpers the specs share.
+standin.read_file = read_file     -- contents, or nil when the file does not exist
+standin.write_file = write_file
+
+-- A fresh temporary path (not created), with an optional extension.
+function standin.tmpname(ext)
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. (ext or "")
+end
+
+-- The permission bits of a file, as stat prints them ("600").
+function standin.mode_of(path)
+  return (sh("stat -c %a " .. standin.shell_quote(path)):gsub("%s+$", ""))
+end
+
 -- JSON ----------------------------------------------------------------------
 
 local array_mt = {}
