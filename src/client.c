@@ -402,8 +402,13 @@ static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
         return 2;
     }
     if (key) {
-        lua_getfield(L, -1, key);
-        if (lua_isnil(L, -1)) {
+        /* a proxy's "null" or any other JSON that is not the expected object is an error,
+         * never a raise */
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, key);
+        else
+            lua_pushnil(L);
+        if (!lua_istable(L, -1)) {
             lua_pop(L, 2);
             lua_pushnil(L);
             push_error(L, "http", NULL);
@@ -573,6 +578,7 @@ static zd_xfer *slot(lua_State *L, zd_client *c, size_t i)
         luaL_error(L, "zendesk: cannot set up a transfer (out of memory)");
     x->req.len = 0;
     x->has_body = 0;
+    x->no_resend = 0;
     return x;
 }
 
@@ -632,6 +638,7 @@ static int c_bulk_upsert(lua_State *L)
     if (!encode_body(L, x, 2, "users", "users"))
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
+    x->no_resend = 1;
     run(L, c, &x, 1);
     return push_result(L, c, x, "job_status");
 }
@@ -753,6 +760,8 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
         return luaL_argerror(L, m + 2, "body must be a table, a JSON string or nil");
     }
     prepare(L, c, x, method, path, pn);
+    /* the one endpoint whose request, if it arrived, made something (a job) we would not know of */
+    x->no_resend = strcmp(method, "POST") == 0 && strstr(path, "/users/create_or_update_many") != NULL;
     return 1;
 }
 

@@ -264,6 +264,9 @@ static int finish(zd_transport *t, zd_xfer *x)
     if (x->cc != CURLE_OK) {
         if (!zd_cc_retryable(x->cc))
             return 0;
+        /* before the connection stood, nothing was sent; after, the server may have it */
+        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST)
+            return 0;
         snprintf(reason, sizeof reason, "%s",
                  x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : curl_easy_strerror(x->cc));
         wait = backoff(t, x->attempts);

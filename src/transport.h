@@ -21,6 +21,8 @@ typedef struct zd_xfer {
     int attempts;
     int refreshed;
     int waited_too_long;     /* Retry-After longer than max_retry_wait: not retried */
+    int no_resend;           /* a transport failure after the request may have arrived ends it:
+                                a bulk submission may have become a job */
     double wake_at;
     unsigned auth_gen;
     CURLcode cc;

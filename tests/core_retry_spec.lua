@@ -135,6 +135,46 @@ describe("retries", function()
     assert.equal(200, err.status)
   end)
 
+  it("turns a JSON answer that is not the expected object (a proxy's null) into an error", function()
+    s:fault{ path = UPSERT, status = 200, content_type = "application/json", body = "null" }
+    local c = client()
+    local user, err = c:upsert_user{ email = "a@example.com", name = "A" }
+    c:close()
+    assert.is_nil(user)
+    assert.equal("InvalidResponse", err.code)
+    assert.equal(200, err.status)
+  end)
+
+  it("does not resend a bulk submission the server may have received, but does resend an upsert", function()
+    local MANY = "/api/v2/users/create_or_update_many"
+    s:fault{ path = MANY, action = "delay", delay_ms = 800 }
+    local c = client{ timeout = 0.3, max_retries = 2 }
+    local job, err = c:upsert_users{ { email = "b1@example.com", name = "B" } }
+    assert.is_nil(job)
+    assert.equal("timeout", err.kind)
+    assert.equal(1, err.attempts)
+    s:fault{ path = UPSERT, action = "delay", delay_ms = 800 }
+    local user, meta = c:upsert_user{ email = "u1@example.com", name = "U" }
+    c:close()
+    assert.is_table(user, tostring(meta))
+    assert.equal(2, meta.attempts)
+    local posts = 0
+    for _, r in ipairs(s:requests()) do
+      if r.path:find(MANY, 1, true) then posts = posts + 1 end
+    end
+    assert.equal(1, posts)
+  end)
+
+  it("does resend a bulk submission whose connection was refused", function()
+    local c = zendesk.new{ url = "http://127.0.0.1:9", email = standin.EMAIL, token = standin.TOKEN,
+                           max_retries = 2, retry_base_delay = 0.01 }
+    local job, err = c:upsert_users{ { email = "b1@example.com", name = "B" } }
+    c:close()
+    assert.is_nil(job)
+    assert.equal("network", err.kind)
+    assert.equal(3, err.attempts)
+  end)
+
   it("reads an HTML error page into a readable message", function()
     s:fault{ path = UPSERT, status = 502, content_type = "text/html",
              body = "<html><body><h1>502 Bad Gateway</h1>\n<p>upstream</p></body></html>", count = 5 }

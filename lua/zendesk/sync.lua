@@ -33,6 +33,8 @@ local MAX_DEFERRED = 10000
 local UNCERTAIN_WAIT = 5
 -- After a TooManyJobs refusal, seconds between attempts at one more job in flight.
 local PROBE_EVERY = 10
+-- 409 DatabaseConflict answers to one batch (each after the core's retries) before the sync stops.
+local MAX_CONFLICTS = 3
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
 local MAX_POLL_FAILURES = 10
 
@@ -486,6 +488,14 @@ function Sync:job_stuck(job)
   self:settle(batch)
 end
 
+-- Whether a batch already holds rows on their second try.
+local function batch_retried(batch)
+  for i = 1, batch.n do
+    if (batch.tries[i] or 1) >= 2 then return true end
+  end
+  return false
+end
+
 function Sync:handle_post(batch, res)
   local now = self.now()
   local value, err = res.value, res.err
@@ -501,10 +511,15 @@ function Sync:handle_post(batch, res)
     return
   end
   if not err then
-    err = core.error{ kind = "http", code = "InvalidResponse",
+    err = core.error{ kind = "http", code = "InvalidResponse", status = res.meta and res.meta.status,
                       message = "answer to " .. PATH_MANY .. " has no job_status" }
   end
   local kind, status = err.kind, err.status
+  if kind == "rate_limited" and err.retry_after_too_long then
+    -- Zendesk asks for a longer pause than the client may sleep (max_retry_wait): stop, resumable
+    self:fail(err)
+    return
+  end
   if kind == "rate_limited" then
     -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows
     self.too_many = true
@@ -530,7 +545,26 @@ function Sync:handle_post(batch, res)
     insert(self.ready, 1, a)
     return
   end
-  if kind == "auth" or kind == "network" or kind == "timeout" or (kind == "http" and (status or 0) >= 500) then
+  if kind == "http" and status == 409 and (batch.conflicts or 0) < MAX_CONFLICTS then
+    -- DatabaseConflict outlasting the core's retries is still no verdict on the rows: again later
+    batch.conflicts = (batch.conflicts or 0) + 1
+    self:jwrite{ t = "retry", b = batch.b, status = "refused", why = tostring(err) }
+    batch.b = nil
+    batch.not_before = now + batch.conflicts
+    insert(self.ready, 1, batch)
+    return
+  end
+  -- the request may have arrived before the connection failed (the core does not resend bulk
+  -- submissions then): the job may exist, so the rows wait, then go once more
+  if (kind == "timeout" or (kind == "network" and err.curl_code ~= 6 and err.curl_code ~= 7))
+     and not batch_retried(batch) then
+    self:job_lost(batch, "uncertain", "no answer to the submission: " .. tostring(err))
+    return
+  end
+  -- transient refusals the core already retried (5xx, 408, 409) say nothing about these rows:
+  -- stop, so that a resume sends them, rather than settle them as failed
+  if kind == "auth" or kind == "network" or kind == "timeout"
+     or (kind == "http" and ((status or 0) >= 500 or status == 409 or status == 408)) then
     self:fail(err)
     return
   end
