@@ -5,18 +5,8 @@
 -- and a resume with the fault gone finishes the work. The matrix is printed at the end of the run
 -- and written to build/fault-matrix.txt.
 --
--- BUG: these cells fail on purpose until the library is fixed (each failure names the bug):
---   409 DatabaseConflict x sync_users    lua/zendesk/sync.lua handle_post: a 409 that outlasts the core's
---                                         retries fails the batch's rows for good (falls into "request refused")
---   JSON null (200) x upsert_user, x upsert_users + wait_job
---                                         src/client.c push_result: lua_getfield on a non-table body raises
---   JSON null (200) x sync_users          lua/zendesk/sync.lua handle_post: the InvalidResponse error it makes
---                                         has no status, so the rows fail instead of going again as "uncertain"
---   429 + Retry-After: 3600 x sync_users  lua/zendesk/sync.lua handle_post: sleeps Retry-After unbounded
---                                         (an hour here), ignoring max_retry_wait
---   answer after the timeout x upsert_users + wait_job, x sync_users
---                                         src/transport.c finish: a timed-out create_or_update_many is sent
---                                         again at once, while the first may have become a job
+-- Cells that pin bugs this matrix found (fixed in 8a4b467): JSON null (200) for every operation,
+-- 409 and 429 + Retry-After: 3600 in a sync, answer after the timeout for bulk submissions.
 local standin = require "support.standin"
 local zendesk = require "zendesk"
 local core = require "zendesk.core"
@@ -24,6 +14,7 @@ local journal = require "zendesk.journal"
 
 local UPSERT = "/api/v2/users/create_or_update"
 local MANY = "/api/v2/users/create_or_update_many"
+local POLL = "/api/v2/job_statuses"
 local ROWS = 1000
 local MAX_RETRIES = 2
 local ATTEMPTS = MAX_RETRIES + 1
@@ -82,9 +73,12 @@ local FAULTS = {
   -- Zendesk says: retry. A conflict is no verdict on the rows, so no row may end failed by it.
   { name = "409 DatabaseConflict", inject = { status = 409 }, retried = true, kind = "http", status = 409,
     code = "DatabaseConflict", sync = "no_failed_rows" },
-  { name = "reset mid-body", inject = { action = "reset" }, retried = true, kind = "network", sync = "fatal" },
-  { name = "never answers", inject = { action = "hang" }, retried = true, kind = "timeout", sync = "fatal",
-    client = { timeout = 0.5 } },
+  -- after the connection stood the server may have the request: an upsert may go again, a bulk
+  -- submission (a job the client would not know of) may not
+  { name = "reset mid-body", inject = { action = "reset" }, retried = true, bulk_retried = false, kind = "network",
+    sync = "fatal" },
+  { name = "never answers", inject = { action = "hang" }, retried = true, bulk_retried = false, kind = "timeout",
+    sync = "fatal", client = { timeout = 0.5 } },
   -- a 200 whose body is unreadable: the request may have taken effect, so it is not sent again blindly
   { name = "invalid JSON (200)", inject = { action = "invalid_json" }, kind = "http", status = 200, code = "InvalidJSON",
     sync = "resubmits" },
@@ -110,6 +104,13 @@ local FAULTS = {
   { name = "fresh job answers 404", config = { fresh_job_404_polls = 2 }, sync = "ok" },
   { name = "connection refused", refused = true, retried = true, kind = "network", sync = "fatal" },
   { name = "TLS, unknown CA", tls = true, kind = "network", message = "[Cc]ertificate", sync = "fatal" },
+  -- the same kinds of failure on the job status polls (GET /job_statuses/...) instead of the submission
+  { name = "503 on the polls", poll = true, inject = { status = 503 }, retried = true, kind = "http", status = 503,
+    sync = "ok" },
+  { name = "reset on the polls", poll = true, inject = { action = "reset" }, retried = true, kind = "network",
+    sync = "fatal" },
+  { name = "invalid JSON on a poll", poll = true, inject = { action = "invalid_json" }, kind = "http", status = 200,
+    code = "InvalidJSON", sync = "ok" },
 }
 
 local OPS = { "upsert_user", "upsert_users + wait_job", "sync_users (1,000 rows)" }
@@ -226,7 +227,8 @@ describe("fault matrix", function()
   -- after `after` matching requests.
   local function inject(server, fault, path, count, after)
     if fault.inject then
-      local f = { path = path, method = "POST", count = count, after = after or 0 }
+      if fault.poll then path = POLL end
+      local f = { path = path, method = fault.poll and "GET" or "POST", count = count, after = after or 0 }
       for k, v in pairs(fault.inject) do f[k] = v end
       server:fault(f)
     elseif fault.job then
@@ -320,7 +322,7 @@ describe("fault matrix", function()
   for _, fault in ipairs(FAULTS) do
     it(fault.name .. " x upsert_user", function()
       local op = OPS[1]
-      if fault.job or fault.config then
+      if fault.job or fault.config or fault.poll then
         record(fault, op, "n/a (no job)")
         return
       end
@@ -392,6 +394,30 @@ describe("fault matrix", function()
           return job, err, clock() - t0, submit_attempts
         end
 
+        if fault.poll then
+          -- one poll fails: wait_job goes on; then every poll fails past the core's retries
+          inject(server, fault, MANY, 1)
+          local job, err, took = attempt("a")
+          parts[1] = outcome_of(job, job and { attempts = (retries_of(POLL) + 1) } or err, took)
+          parts[1] = parts[1]:gsub("^retried ok %((%d+) attempts", "poll retried ok (%1 attempts")
+          say(parts[1])
+          if fault.retried then
+            assert.is_table(job, tostring(err))
+            assert.equal(1, retries_of(POLL))
+            events = {}
+            inject(server, fault, MANY, ATTEMPTS)
+            job, err, took = attempt("b")
+            parts[2] = "persistent: " .. outcome_of(job, err, took)
+            say(table.concat(parts, "; "))
+          end
+          assert.is_nil(job)
+          assert_kind(fault, err)
+          assert.equal(fault.retried and ATTEMPTS or 1, err.attempts)
+          assert.is_string(err.job_id, "the error names the job")
+          assert.is_true(took < 10)
+          c:close()
+          return
+        end
         if not (fault.refused or fault.tls) then inject(server, fault, MANY, 1) end
         local job, err, took, attempts = attempt("a")
         say(outcome_of(job, job and { attempts = attempts } or err, took))
@@ -537,8 +563,9 @@ describe("fault matrix", function()
           assert.is_table(report, tostring(err))
           local what = ({
             waits = "refused, waited, all rows done",
+            poll = "poll failed, polled again, all rows done",
             resubmits = string.format("resubmitted %d rows, all rows done", report.resubmitted or 0),
-            ok = "all rows done",
+            ok = fault.poll and "a poll failed, polled again: all rows done" or "all rows done",
             no_failed_rows = "all rows done",
           })[fault.sync]
           text = string.format("%s (%s)", what, seconds(took))
