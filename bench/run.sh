@@ -81,7 +81,9 @@ trap cleanup EXIT
 # whose size changed when it reloads. Only a run of BIG_ROWS needs it.
 if [ "$BIG_ROWS" -gt 0 ]; then
   SDIR=$ROOT/tests/fake_zendesk/run/$PORT
-  sed -i "s/lua_shared_dict zd 512m;/lua_shared_dict zd $STANDIN_DICT;/" "$SDIR/nginx.conf"
+  sed -i "s/lua_shared_dict zd [0-9]*[kmg];/lua_shared_dict zd $STANDIN_DICT;/" "$SDIR/nginx.conf"
+  grep -q "lua_shared_dict zd $STANDIN_DICT;" "$SDIR/nginx.conf" ||
+    say "warning: could not enlarge the stand-in's user store; the $BIG_ROWS-row run may fail"
   nginx -p "$SDIR" -c "$SDIR/nginx.conf" -e "$SDIR/error.log" -s reload
   for _ in $(seq 50); do
     sleep 0.2
