@@ -120,7 +120,8 @@ w("`POST /api/v2/users/create_or_update.json`, one after another over one kept-a
   "(the curl CLI: a process and a connection each), every request a distinct email, every answer read ",
   "whole and (except raw libcurl and the CLI) decoded. Requests per second: median of ", runs,
   " run", runs == 1 and "" or "s", " of ", num(n), " requests (curl CLI: ", num(tonumber(meta.n_cli)),
-  "), runs interleaved client by client, the stand-in reset before each round.")
+  "), runs interleaved client by client (each round starting with the next client), the stand-in reset ",
+  "before each round.")
 w("")
 w("| Client | req/s (median) | min | max | vs raw libcurl | Command |")
 w("|---|---:|---:|---:|---:|---|")

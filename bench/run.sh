@@ -148,8 +148,11 @@ single() {   # client run n: runs one client, records its requests per second
 say "single upserts: $N sequential requests a client, $RUNS runs (curl CLI: $N_CLI)"
 for run in $(seq "$RUNS"); do
   standin_fresh
-  # interleaved, so a burst of load from elsewhere hits every client alike
-  for client in raw lua54 luajit luacurl python node curlcli; do
+  # interleaved, so a burst of load from elsewhere hits every client alike, and each round starts
+  # with the next client, so none is always the first after the reset
+  clients=(raw lua54 luajit luacurl python node curlcli)
+  k=$(( (run - 1) % ${#clients[@]} ))
+  for client in "${clients[@]:k}" "${clients[@]:0:k}"; do
     n=$N
     [ "$client" = curlcli ] && n=$N_CLI
     single "$client" "$run" "$n"
