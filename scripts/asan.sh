@@ -58,7 +58,7 @@ export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$ROOT/$OUT/report"
 rm -f "$OUT"/report.*
 
-LD_PRELOAD="$RUNTIME $ROOT/$OUT/unpreload.so" lua5.4 /usr/bin/busted --cpath="$OUT/?.so" -o utfTerminal "$@" \
+LD_PRELOAD="$RUNTIME $ROOT/$OUT/unpreload.so" lua5.4 "$(command -v busted)" --cpath="$OUT/?.so" -o utfTerminal "$@" \
     >"$LOG" 2>&1
 rc=$?
 summary=$(grep -aE '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$LOG" | tail -n 1)
