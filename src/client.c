@@ -1,6 +1,6 @@
 /* client.c: the Lua binding of the core (module zendesk.core): the client userdata, its
  * options, the upsert / bulk / job-status / request methods, error tables and events. */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +27,7 @@ typedef struct {
     int parked;                /* registry ref of an error raised in a callback */
     int oauth;
     char *refresh_token, *client_id, *client_secret;
+    char *basic_b64;           /* the Basic credentials as they travel, should a server echo them */
     char refresh_err[320];
 } zd_client;
 
@@ -48,6 +49,7 @@ static void push_scrubbed(lua_State *L, zd_client *c, const char *msg, size_t n)
     secrets[ns++] = c->refresh_token;
     secrets[ns++] = c->client_secret;
     secrets[ns++] = c->t.proxy;
+    secrets[ns++] = c->basic_b64;
     luaL_buffinit(L, &b);
     while (n > 0) {
         size_t skip = 0;
@@ -69,6 +71,48 @@ static void push_scrubbed(lua_State *L, zd_client *c, const char *msg, size_t n)
         }
     }
     luaL_pushresult(&b);
+}
+
+static int holds_secret(zd_client *c, const char *s, size_t n)
+{
+    const char *secrets[6];
+    size_t k;
+    secrets[0] = c->t.password;
+    secrets[1] = c->t.bearer;
+    secrets[2] = c->refresh_token;
+    secrets[3] = c->client_secret;
+    secrets[4] = c->t.proxy;
+    secrets[5] = c->basic_b64;
+    for (k = 0; k < 6; k++) {
+        size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
+        if (sl >= 4 && memmem(s, n, secrets[k], sl))
+            return 1;
+    }
+    return 0;
+}
+
+/* Scrubs every string reachable from the table at t (an error: its code, message, request id,
+ * 422 details): a server that echoes a credential back must not hand it to logs. */
+static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
+{
+    if (depth > 8 || !lua_checkstack(L, 4))
+        return;
+    t = zd_absindex(L, t);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *v = lua_tolstring(L, -1, &n);
+            if (holds_secret(c, v, n)) {
+                lua_pushvalue(L, -2);
+                push_scrubbed(L, c, v, n);
+                lua_rawset(L, t);
+            }
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            scrub_tree(L, c, -1, depth + 1);
+        }
+        lua_pop(L, 1);
+    }
 }
 
 static zd_client *check_client(lua_State *L)
@@ -250,6 +294,12 @@ static void push_meta(lua_State *L, zd_xfer *x)
     add_response_fields(L, x);
 }
 
+static void push_meta_scrubbed(lua_State *L, zd_client *c, zd_xfer *x)
+{
+    push_meta(L, x);
+    scrub_tree(L, c, -1, 0);
+}
+
 static int is_json(const zd_xfer *x)
 {
     const char *p = x->body.p;
@@ -370,6 +420,7 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "retry_after_too_long");
     }
+    scrub_tree(L, c, -1, 0);
     return 2;
 }
 
@@ -386,6 +437,7 @@ static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
             push_error(L, "http", "empty answer where a JSON body was expected");
             set_num(L, "status", s);
             add_response_fields(L, x);
+            scrub_tree(L, c, -1, 0);
             return 2;
         }
         lua_pushnil(L);
@@ -398,6 +450,7 @@ static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
         set_str(L, "code", "InvalidJSON");
         set_num(L, "status", s);
         add_response_fields(L, x);
+        scrub_tree(L, c, -1, 0);
         lua_remove(L, -3);
         return 2;
     }
@@ -417,11 +470,12 @@ static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
             set_str(L, "code", "InvalidResponse");
             set_num(L, "status", s);
             add_response_fields(L, x);
+            scrub_tree(L, c, -1, 0);
             return 2;
         }
         lua_remove(L, -2);
     }
-    push_meta(L, x);
+    push_meta_scrubbed(L, c, x);
     return 2;
 }
 
@@ -847,6 +901,7 @@ static int c_close(lua_State *L)
     zd_free_secret(&c->refresh_token);
     zd_free_secret(&c->client_id);
     zd_free_secret(&c->client_secret);
+    zd_free_secret(&c->basic_b64);
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_event);
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_refresh);
     c->on_event = c->on_refresh = LUA_NOREF;
@@ -871,6 +926,35 @@ static int c_is_open(lua_State *L)
 }
 
 /* ---- construction ---- */
+
+/* base64 of "user:password", the form Basic credentials travel in (to scrub it from echoes) */
+static char *basic_credentials_b64(const char *user, const char *pass)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t ul = strlen(user), pl = strlen(pass), n = ul + 1 + pl, i, j = 0;
+    unsigned char *raw = malloc(n);
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (!raw || !out) {
+        free(raw);
+        free(out);
+        return NULL;
+    }
+    memcpy(raw, user, ul);
+    raw[ul] = ':';
+    memcpy(raw + ul + 1, pass, pl);
+    for (i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (i + 1 < n ? (unsigned)raw[i + 1] << 8 : 0) |
+                     (i + 2 < n ? raw[i + 2] : 0);
+        out[j++] = tab[v >> 18 & 63];
+        out[j++] = tab[v >> 12 & 63];
+        out[j++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        out[j++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    out[j] = '\0';
+    zd_wipe(raw, n);
+    free(raw);
+    return out;
+}
 
 static const char *opt_string(lua_State *L, int t, const char *name, size_t *len)
 {
@@ -1108,6 +1192,8 @@ static int core_new(lua_State *L)
         c->t.user_agent = strdup(ua);
     }
     c->on_event = opt_function(L, 1, "on_event");
+    if (c->t.username && c->t.password && !(c->basic_b64 = basic_credentials_b64(c->t.username, c->t.password)))
+        return luaL_error(L, "zendesk.new: out of memory");
     if (!c->t.base || !c->t.user_agent || (c->oauth && !c->t.bearer) || (c->t.username && !c->t.password))
         return luaL_error(L, "zendesk.new: out of memory");
     c->t.hooks.ud = c;

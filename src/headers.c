@@ -71,9 +71,11 @@ double zd_parse_retry_after(const char *v, size_t n)
     }
     {
         time_t when = curl_getdate(tmp, NULL), now = time(NULL);
+        double d2;
         if (when == (time_t)-1)
             return -1;
-        return when > now ? (double)(when - now) : 0;
+        d2 = when > now ? (double)(when - now) : 0;
+        return d2 > 86400.0 * 365 ? 86400.0 * 365 : d2;
     }
 }
 

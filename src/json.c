@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* json.c: Lua values <-> JSON text. Encoding is done here so that integers stay exact,
  * empty arrays stay arrays and a bad value is named by its path; decoding is lua-cjson's,
  * followed by a pass that turns every integral number back into a Lua integer. */
@@ -9,7 +10,6 @@
 #include "zd.h"
 
 #define ZD_MAX_DEPTH 64
-#define ZD_BIGINTS 64
 
 static const char zd_decode_key = 'd';
 
@@ -261,7 +261,8 @@ static int put_table(enc *e, int idx)
             has_str = 1;
         } else if (kt == LUA_TNUMBER) {
             lua_Number k = lua_tonumber(L, -2);
-            if (k != floor(k) || k < 1) {
+            /* beyond 2^53 a double key cannot be an array index, and casting one past 2^63 is UB */
+            if (k != floor(k) || k < 1 || k > 9007199254740992.0) {
                 char what[48];
                 snprintf(what, sizeof what, "%.14g", (double)k);
                 lua_pop(L, 2);
@@ -416,17 +417,21 @@ void zd_json_setup(lua_State *L)
 }
 
 #if ZD_HAS_INTEGERS
-typedef struct {
-    double approx;
-    long long exact;
-} bigint;
+/* cjson reads every number as a double, which rounds above 2^53. Before decoding, integer
+ * literals too long to be exact as doubles are turned into strings carrying this marker, and
+ * turned back into exact integers afterwards. A NUL byte cannot appear raw in JSON text, so
+ * only a document holding this very escape could collide; then nothing is rewritten. */
+#define BIG_MARK "\\u0000zdint:"
+#define BIG_MARK_DECODED "\0zdint:"
+#define BIG_MARK_DECODED_LEN (sizeof BIG_MARK_DECODED - 1)
 
-/* cjson reads numbers as doubles, which round above 2^53. Collect the integer literals
- * too long to be exact as doubles straight from the text, to restore them after. */
-static size_t scan_bigints(const char *s, size_t n, bigint *out, size_t max)
+/* Writes s with its 16+ digit integer literals quoted and marked into out; returns the number
+ * rewritten, or -1 on allocation failure. */
+static int mark_bigints(const char *s, size_t n, zd_buf *out)
 {
-    size_t i = 0, found = 0;
-    while (i < n && found < max) {
+    size_t i = 0, from = 0;
+    int found = 0;
+    while (i < n) {
         char c = s[i];
         if (c == '"') {
             for (i++; i < n && s[i] != '"'; i++)
@@ -444,57 +449,59 @@ static size_t scan_bigints(const char *s, size_t n, bigint *out, size_t max)
                              (s[i] >= '0' && s[i] <= '9')))
                 integral = 0, i++;
             if (integral && digits >= 16 && digits <= 19) {
-                char tmp[24];
-                char *end;
-                long long v;
-                memcpy(tmp, s + st, i - st);
-                tmp[i - st] = '\0';
-                errno = 0;
-                v = strtoll(tmp, &end, 10);
-                if (errno == 0) {
-                    out[found].approx = strtod(tmp, NULL);
-                    out[found].exact = v;
-                    found++;
-                }
+                if (!zd_buf_add(out, s + from, st - from) || !zd_buf_adds(out, "\"" BIG_MARK) ||
+                    !zd_buf_add(out, s + st, i - st) || !zd_buf_addc(out, '"'))
+                    return -1;
+                from = i;
+                found++;
             }
         } else {
             i++;
         }
     }
+    if (found && !zd_buf_add(out, s + from, n - from))
+        return -1;
     return found;
 }
 
-/* Pushes the Lua integer for the float at idx when it is integral, and returns 1; returns 0
- * (pushing nothing) otherwise. Literals too long for a double come back exact from big[]. */
-static int push_integral(lua_State *L, int idx, const bigint *big, size_t nbig)
+/* Replaces the value at idx (a marked string or an integral float) by a Lua integer; returns 1
+ * when it pushed the replacement, 0 when the value stays as it is. */
+static int push_integral(lua_State *L, int idx, int marked)
 {
     lua_Number d;
-    size_t i;
+    if (marked && lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *v = lua_tolstring(L, idx, &len);
+        if (len > BIG_MARK_DECODED_LEN && memcmp(v, BIG_MARK_DECODED, BIG_MARK_DECODED_LEN) == 0) {
+            char *end;
+            long long x;
+            errno = 0;
+            x = strtoll(v + BIG_MARK_DECODED_LEN, &end, 10);
+            if (errno == 0 && *end == '\0')
+                lua_pushinteger(L, (lua_Integer)x);
+            else   /* out of the int64 range: a float, as cjson would have read it */
+                lua_pushnumber(L, (lua_Number)strtod(v + BIG_MARK_DECODED_LEN, NULL));
+            return 1;
+        }
+        return 0;
+    }
     if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
         return 0;
     d = lua_tonumber(L, idx);
-    if (d != floor(d))
-        return 0;
-    if (fabs(d) >= 9007199254740992.0)
-        for (i = 0; i < nbig; i++)
-            if (big[i].approx == d) {
-                lua_pushinteger(L, (lua_Integer)big[i].exact);
-                return 1;
-            }
-    if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
+    if (d != floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
         return 0;
     lua_pushinteger(L, (lua_Integer)d);
     return 1;
 }
 
-static void fix_numbers(lua_State *L, int t, const bigint *big, size_t nbig)
+static void fix_numbers(lua_State *L, int t, int marked)
 {
     luaL_checkstack(L, 4, "JSON nested too deeply");
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -1) == LUA_TTABLE) {
-            fix_numbers(L, lua_gettop(L), big, nbig);
-        } else if (push_integral(L, -1, big, nbig)) {
+            fix_numbers(L, lua_gettop(L), marked);
+        } else if (push_integral(L, -1, marked)) {
             lua_pushvalue(L, -3);
             lua_insert(L, -2);
             lua_rawset(L, t);
@@ -507,11 +514,39 @@ static void fix_numbers(lua_State *L, int t, const bigint *big, size_t nbig)
 int zd_json_decode(lua_State *L, const char *s, size_t n)
 {
 #if ZD_HAS_INTEGERS
-    bigint big[ZD_BIGINTS];
-    size_t nbig = 0;
+    zd_buf marked = {0};
+    int nmarked = 0;
+    size_t i;
+    /* only a text with a run of 16+ digits can hold an integer cjson would round */
+    for (i = 0; i < n; i++)
+        if (s[i] >= '0' && s[i] <= '9') {
+            size_t j = i;
+            while (j < n && s[j] >= '0' && s[j] <= '9')
+                j++;
+            if (j - i >= 16) {
+                if (!memmem(s, n, "u0000zdint:", 11))
+                    nmarked = mark_bigints(s, n, &marked);
+                break;
+            }
+            i = j;
+        }
+    if (nmarked < 0) {
+        zd_buf_free(&marked);
+        lua_pushnil(L);
+        lua_pushliteral(L, "invalid JSON: out of memory");
+        return 2;
+    }
 #endif
     zd_rawgetp(L, LUA_REGISTRYINDEX, &zd_decode_key);
+#if ZD_HAS_INTEGERS
+    if (nmarked > 0)
+        lua_pushlstring(L, marked.p, marked.len);
+    else
+        lua_pushlstring(L, s, n);
+    zd_buf_free(&marked);
+#else
     lua_pushlstring(L, s, n);
+#endif
     if (lua_pcall(L, 1, 1, 0) != 0) {
         const char *msg = lua_tostring(L, -1);
         lua_pushnil(L);
@@ -520,21 +555,9 @@ int zd_json_decode(lua_State *L, const char *s, size_t n)
         return 2;
     }
 #if ZD_HAS_INTEGERS
-    for (size_t i = 0; i < n; i++)
-        if (s[i] >= '0' && s[i] <= '9') {
-            /* only texts with a 16+ digit run can hold an integer cjson would round */
-            size_t j = i;
-            while (j < n && s[j] >= '0' && s[j] <= '9')
-                j++;
-            if (j - i >= 16) {
-                nbig = scan_bigints(s, n, big, ZD_BIGINTS);
-                break;
-            }
-            i = j;
-        }
     if (lua_type(L, -1) == LUA_TTABLE)
-        fix_numbers(L, lua_gettop(L), big, nbig);
-    else if (push_integral(L, -1, big, nbig))
+        fix_numbers(L, lua_gettop(L), nmarked > 0);
+    else if (push_integral(L, -1, nmarked > 0))
         lua_remove(L, -2);
 #endif
     return 1;

@@ -20,7 +20,8 @@ local core = require "zendesk.core"
 local error, type, tostring, setmetatable, ipairs, pairs, pcall =
       error, type, tostring, setmetatable, ipairs, pairs, pcall
 local floor, huge = math.floor, math.huge
-local remove, insert, match = table.remove, table.insert, string.match
+local remove, insert = table.remove, table.insert
+local byte, sub = string.byte, string.sub
 local io_open, io_lines = io.open, io.lines
 
 local _M = { _VERSION = core.version, FORMAT_VERSION = 1 }
@@ -251,8 +252,12 @@ function _M.state(path)
   local tail = f:read("a") or ""
   f:close()
   if size == 0 then return "unfinished" end
-  local last = match(tail, "([^\n]+)\n*$")
-  local rec = last and core.decode(last)
+  -- the last line, found from the end: an unanchored pattern would be quadratic in its length
+  local stop = #tail
+  while stop > 0 and byte(tail, stop) == 10 do stop = stop - 1 end
+  local start = stop
+  while start > 0 and byte(tail, start) ~= 10 do start = start - 1 end
+  local rec = stop > 0 and core.decode(sub(tail, start + 1, stop))
   return (type(rec) == "table" and rec.t == "end") and "finished" or "unfinished"
 end
 
