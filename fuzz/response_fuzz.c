@@ -4,9 +4,10 @@
  * that its static functions can be driven without a network. Input: byte 0 picks the status,
  * byte 1 the expected key and whether the transfer failed in libcurl, then header lines up to
  * an empty line, then the body. Checked: no crash, (value, meta) or (nil, err) with a kind and a
- * message, never a raise. With ZD_FUZZ_STRICT=1 also the known open bug (fuzz/README.md): the
- * client holds recognisable secrets and none may appear anywhere in the error (message, code,
- * details, tostring). */
+ * message, never a raise. With ZD_FUZZ_STRICT=1 also the known open bugs (fuzz/README.md): an
+ * error answer (not 2xx) whose JSON body is not an object makes push_failure raise "attempt to
+ * index"; and the client holds recognisable secrets, none of which may appear anywhere in the
+ * error (message, code, details, tostring). */
 #include "../src/client.c"
 
 #include <lualib.h>
@@ -129,6 +130,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_pushlightuserdata(FL, &j);
     if (lua_pcall(FL, 1, LUA_MULTRET, 0) != 0) {
         const char *msg = lua_tostring(FL, -1);
+        /* known open bug: push_failure indexes a decoded error body that is not a table */
+        if (!strict && msg && strstr(msg, "attempt to index") && (x.resp.status < 200 || x.resp.status > 299)) {
+            lua_settop(FL, 0);
+            lua_gc(FL, LUA_GCCOLLECT, 0);
+            return 0;
+        }
         fprintf(stderr, "push_result raised: %s\n", msg ? msg : "?");
         abort();
     }
