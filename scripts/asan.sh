@@ -5,7 +5,7 @@
 #   scripts/asan.sh [busted args...]     e.g. scripts/asan.sh tests/core_json_spec.lua
 # Ends with busted's summary line; exits non-zero on a failed spec or any sanitizer report.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 OUT=build/asan
 CC=${CC:-gcc}
