@@ -31,9 +31,10 @@ ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 # Debian packages the project needs (design.md); `make deps` installs the missing ones.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
-  gcc make curl openssl valgrind ca-certificates procps time
+  gcc make curl openssl valgrind ca-certificates procps time \
+  clang libclang-rt-14-dev
 
-.PHONY: all build deps env test test-valgrind check-rockspec clean install demo bench lint
+.PHONY: all build deps env test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
 
 all: build
 build: $(MODULE)
@@ -54,8 +55,8 @@ env:
 	@echo 'export LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;"'
 	@echo 'export LUA_CPATH="$(CURDIR)/build/lua5.4/?.so;;"'
 
-# Runs every suite (Lua 5.4 specs, the LuaJIT flavour, the rockspec, valgrind) and ends
-# with one line "N passed, N failed".
+# Runs every suite (lint, Lua 5.4 specs, LuaJIT, the rockspec, valgrind, ASan/UBSan, a short
+# fuzzing pass) and ends with one line "N passed, N failed".
 test: deps
 	$(MAKE) --no-print-directory build LUA=lua5.4
 	$(MAKE) --no-print-directory build LUA=luajit
@@ -67,6 +68,21 @@ test-valgrind: deps
 
 check-rockspec: deps
 	@./tests/run rockspec
+
+# The whole spec suite against the core built with -fsanitize=address,undefined.
+test-asan: deps
+	@./tests/run asan
+
+# libFuzzer over the header parser, the JSON decoder and encoder, and the answer handling.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@FUZZ_JOBS=2 fuzz/run.sh $(FUZZ_SECONDS)
+
+# Peers and the raw-libcurl limit side by side; writes BENCHMARKS.md (not part of make test).
+bench: deps
+	$(MAKE) --no-print-directory build LUA=lua5.4
+	$(MAKE) --no-print-directory build LUA=luajit
+	@./bench/run.sh
 
 lint:
 	luacheck -q lua bin/zendesk-sync tests examples bench
@@ -83,4 +99,4 @@ install: build
 	if [ -f bin/zendesk-sync ]; then install -m 0755 bin/zendesk-sync $(DESTDIR)$(PREFIX)/bin/zendesk-sync; fi
 
 clean:
-	rm -rf build tests/fake_zendesk/run
+	rm -rf build tests/fake_zendesk/run fuzz/out fuzz/corpus-run
