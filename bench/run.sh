@@ -67,7 +67,8 @@ export LUA_CPATH=$LUA54_CPATH
 
 # ---- the stand-in ---------------------------------------------------------------------------------
 CTL=tests/fake_zendesk/ctl
-URL=$("$CTL" start --port auto | tail -n 1)
+# a user store big enough for the largest sync (ctl's default 512m holds ~340,000 users)
+URL=$("$CTL" start --port auto --state-size "$STANDIN_DICT" | tail -n 1)
 PORT=${URL##*:}
 NGINX_PREFIX=""
 cleanup() {
@@ -77,20 +78,6 @@ cleanup() {
   "$CTL" stop --port "$PORT" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-# A bigger user store than ctl's 512m, on this instance only: nginx re-creates a shared zone
-# whose size changed when it reloads. Only a run of BIG_ROWS needs it.
-if [ "$BIG_ROWS" -gt 0 ]; then
-  SDIR=$ROOT/tests/fake_zendesk/run/$PORT
-  sed -i "s/lua_shared_dict zd [0-9]*[kmg];/lua_shared_dict zd $STANDIN_DICT;/" "$SDIR/nginx.conf"
-  grep -q "lua_shared_dict zd $STANDIN_DICT;" "$SDIR/nginx.conf" ||
-    say "warning: could not enlarge the stand-in's user store; the $BIG_ROWS-row run may fail"
-  nginx -p "$SDIR" -c "$SDIR/nginx.conf" -e "$SDIR/error.log" -s reload
-  for _ in $(seq 50); do
-    sleep 0.2
-    # the reload is done when no worker of the old generation is left
-    [ "$(pgrep -c -P "$(cat "$SDIR/nginx.pid")")" -le 2 ] && break
-  done
-fi
 standin_fresh() {
   curl -fsS -o /dev/null -X POST "$URL/__admin/reset"
   curl -fsS -o /dev/null -X POST -d '{"job_delay_ms":0,"rate_limit_per_minute":0,"per_user_limit":0}' \
