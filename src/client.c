@@ -346,6 +346,7 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
 {
     long status = x->resp.status;
     const char *kind;
+    int decoded = 0;
     lua_pushnil(L);
     if (x->cc != CURLE_OK) {
         char msg[CURL_ERROR_SIZE + 64];
@@ -368,7 +369,16 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     }
     add_response_fields(L, x);
     add_limits(L, &x->resp);
-    if (x->body.len > 0 && is_json(x) && zd_json_decode(L, x->body.p, x->body.len) == 1) {
+    if (x->body.len > 0 && is_json(x)) {
+        /* only an object can carry Zendesk's error fields; anything else is read as text */
+        if (zd_json_decode(L, x->body.p, x->body.len) != 1)
+            lua_pop(L, 2);
+        else if (lua_istable(L, -1))
+            decoded = 1;
+        else
+            lua_pop(L, 1);
+    }
+    if (decoded) {
         int body = lua_gettop(L);
         lua_getfield(L, body, "error");
         if (lua_type(L, -1) == LUA_TSTRING) {
@@ -399,8 +409,6 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
             lua_pop(L, 1);
         lua_pop(L, 1);
     } else if (x->body.len > 0) {
-        if (x->body.len > 0 && is_json(x))
-            lua_pop(L, 2);   /* undecodable JSON error body: nil, msg from the decoder */
         push_text_excerpt(L, c, x->body.p, x->body.len);
         lua_setfield(L, -2, "message");
     }

@@ -145,6 +145,16 @@ describe("retries", function()
     assert.equal(200, err.status)
   end)
 
+  it("reads an error answer whose JSON is not an object (null) as text", function()
+    s:fault{ path = UPSERT, status = 500, content_type = "application/json", body = "null", count = 5 }
+    local c = client{ max_retries = 0 }
+    local user, err = c:upsert_user{ email = "a@example.com", name = "A" }
+    c:close()
+    assert.is_nil(user)
+    assert.equal(500, err.status)
+    assert.equal("null", err.message)
+  end)
+
   it("does not resend a bulk submission the server may have received, but does resend an upsert", function()
     local MANY = "/api/v2/users/create_or_update_many"
     s:fault{ path = MANY, action = "delay", delay_ms = 800 }
