@@ -8,7 +8,7 @@
 # libcurl4-openssl-dev. Built into fuzz/out/, corpora grow in fuzz/corpus-run/ (both git-ignored),
 # seeded from fuzz/seeds/<target>/ and from shared/recorded/ (fuzz/make-seeds.sh).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
@@ -45,7 +45,8 @@ done
 "$ROOT/fuzz/make-seeds.sh" "$RUNS" >/dev/null || { echo "make-seeds.sh failed" >&2; exit 1; }
 
 run_one() {
-    local t=$1 log="$OUT/$t.log" art="$OUT/artifacts/$t/"
+    local t=$1
+    local log="$OUT/$t.log" art="$OUT/artifacts/$t/"
     mkdir -p "$RUNS/$t" "$art"
     local seeds=()
     [ -d "fuzz/seeds/$t" ] && seeds+=("fuzz/seeds/$t")
