@@ -4,10 +4,9 @@
  * that its static functions can be driven without a network. Input: byte 0 picks the status,
  * byte 1 the expected key and whether the transfer failed in libcurl, then header lines up to
  * an empty line, then the body. Checked: no crash, (value, meta) or (nil, err) with a kind and a
- * message, never a raise. With ZD_FUZZ_STRICT=1 also the known open bugs (fuzz/README.md): an
- * error answer (not 2xx) whose JSON body is not an object makes push_failure raise "attempt to
- * index"; and the client holds recognisable secrets, none of which may appear anywhere in the
- * error (message, code, details, tostring). */
+ * message, never a raise; the client holds recognisable secrets and none may appear in any string
+ * of the error (message, code, details, request id, tostring). With ZD_FUZZ_STRICT=1 also the
+ * known open bug (fuzz/README.md): a secret in a table key of the 422 details. */
 #include "../src/client.c"
 
 #include <lualib.h>
@@ -38,10 +37,11 @@ static int drive(lua_State *L)
     return lua_gettop(L);
 }
 
-static void collect(lua_State *L, int idx, zd_buf *all, int depth)
+/* every string of the value at idx, table keys included; with keys_only, only the keys */
+static void collect_as(lua_State *L, int idx, zd_buf *all, int depth, int keys_only)
 {
     idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) == LUA_TSTRING) {
+    if (lua_type(L, idx) == LUA_TSTRING && !keys_only) {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
         zd_buf_add(all, s, n);
@@ -49,8 +49,14 @@ static void collect(lua_State *L, int idx, zd_buf *all, int depth)
     } else if (lua_type(L, idx) == LUA_TTABLE && depth < 50) {
         lua_pushnil(L);
         while (lua_next(L, idx)) {
-            collect(L, -2, all, depth + 1);
-            collect(L, -1, all, depth + 1);
+            if (keys_only && lua_type(L, -2) == LUA_TSTRING) {
+                size_t n;
+                const char *k = lua_tolstring(L, -2, &n);
+                zd_buf_add(all, k, n);
+                zd_buf_addc(all, '\n');
+            }
+            collect_as(L, -2, all, depth + 1, keys_only);
+            collect_as(L, -1, all, depth + 1, keys_only);
             lua_pop(L, 1);
         }
     }
@@ -63,6 +69,26 @@ static int contains(const char *s, size_t n, const char *what)
         if (memcmp(s + i, what, k) == 0)
             return 1;
     return 0;
+}
+
+static void collect(lua_State *L, int idx, zd_buf *all, int depth)
+{
+    collect_as(L, idx, all, depth, 0);
+}
+
+/* The known open bug: a secret in a key of err.details (its field names reach tostring too). */
+static int secret_in_details_keys(lua_State *L, int err)
+{
+    zd_buf keys = {0};
+    int i, found = 0;
+    lua_getfield(L, err, "details");
+    if (lua_istable(L, -1))
+        collect_as(L, -1, &keys, 0, 1);
+    lua_pop(L, 1);
+    for (i = 0; i < 4 && keys.p; i++)
+        found |= contains(keys.p, keys.len, secrets[i]);
+    zd_buf_free(&keys);
+    return found;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -130,12 +156,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_pushlightuserdata(FL, &j);
     if (lua_pcall(FL, 1, LUA_MULTRET, 0) != 0) {
         const char *msg = lua_tostring(FL, -1);
-        /* known open bug: push_failure indexes a decoded error body that is not a table */
-        if (!strict && msg && strstr(msg, "attempt to index") && (x.resp.status < 200 || x.resp.status > 299)) {
-            lua_settop(FL, 0);
-            lua_gc(FL, LUA_GCCOLLECT, 0);
-            return 0;
-        }
         fprintf(stderr, "push_result raised: %s\n", msg ? msg : "?");
         abort();
     }
@@ -151,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!lua_isnil(FL, 1) || lua_type(FL, -2) != LUA_TSTRING || lua_type(FL, -1) != LUA_TSTRING)
             abort();
         lua_pop(FL, 1);
-        if (strict) {
+        if (strict || !secret_in_details_keys(FL, 2)) {
             zd_buf all = {0};
             for (i = 2; i <= top; i++)
                 collect(FL, i, &all, 0);
