@@ -92,14 +92,24 @@ static int holds_secret(zd_client *c, const char *s, size_t n)
 }
 
 /* Scrubs every string reachable from the table at t (an error: its code, message, request id,
- * 422 details): a server that echoes a credential back must not hand it to logs. */
+ * 422 details, keys included): a server that echoes a credential must not hand it to logs. */
 static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
 {
-    if (depth > 8 || !lua_checkstack(L, 4))
+    int renames = 0, i;
+    if (depth > 8 || !lua_checkstack(L, 8))
         return;
     t = zd_absindex(L, t);
+    lua_newtable(L);   /* keys to rename: table keys cannot change during lua_next */
     lua_pushnil(L);
     while (lua_next(L, t)) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t n;
+            const char *k = lua_tolstring(L, -2, &n);
+            if (holds_secret(c, k, n)) {
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, -4, ++renames);
+            }
+        }
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t n;
             const char *v = lua_tolstring(L, -1, &n);
@@ -113,6 +123,19 @@ static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
         }
         lua_pop(L, 1);
     }
+    for (i = 1; i <= renames; i++) {
+        size_t n;
+        const char *k;
+        lua_rawgeti(L, -1, i);              /* old key */
+        k = lua_tolstring(L, -1, &n);
+        push_scrubbed(L, c, k, n);          /* new key */
+        lua_pushvalue(L, -2);
+        lua_rawget(L, t);                   /* value */
+        lua_rawset(L, t);                   /* t[new] = value */
+        lua_pushnil(L);
+        lua_rawset(L, t);                   /* t[old] = nil */
+    }
+    lua_pop(L, 1);
 }
 
 static zd_client *check_client(lua_State *L)
