@@ -328,7 +328,7 @@ describe("fault matrix", function()
     it(fault.name .. " x upsert_user", function()
       local op = OPS[1]
       if fault.job or fault.config or fault.poll then
-        record(fault, op, "n/a (no job)")
+        record(fault, op, fault.poll and "n/a (no poll)" or "n/a (no job)")
         return
       end
       cell(fault, op, function(say)
