@@ -96,9 +96,19 @@ static int holds_secret(zd_client *c, const char *s, size_t n)
 static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
 {
     int renames = 0, i;
-    if (depth > 8 || !lua_checkstack(L, 8))
-        return;
     t = zd_absindex(L, t);
+    /* cjson stops at 1,000 levels, so this is not reached by decoded bodies; a subtree
+     * that cannot be walked is dropped rather than left unscrubbed */
+    if (depth > 1000 || !lua_checkstack(L, 8)) {
+        lua_pushnil(L);
+        while (lua_next(L, t)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, t);
+        }
+        return;
+    }
     lua_newtable(L);   /* keys to rename: table keys cannot change during lua_next */
     lua_pushnil(L);
     while (lua_next(L, t)) {

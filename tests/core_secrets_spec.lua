@@ -73,6 +73,19 @@ describe("credentials stay secret", function()
     assert.matches("%[redacted%]", tostring(err))
   end)
 
+  it("scrubs a credential echoed deep inside an error body, in keys and values", function()
+    local secret = "SECRET-deep-9z8y"
+    local body = '{"error":"RecordInvalid","details":' .. string.rep('{"a":', 12) .. '{"x' .. secret .. 'y":"v ' .. secret
+      .. '"}' .. string.rep("}", 12) .. "}"
+    s:fault{ path = "/api/v2/users/create_or_update", status = 422, content_type = "application/json", body = body }
+    local c = zendesk.new{ url = s.url, email = standin.EMAIL, token = secret, max_retries = 0 }
+    local u, err = c.core:upsert{ email = "a@example.com", name = "A" }
+    c:close()
+    assert.is_nil(u)
+    assert.equal(422, err.status)
+    assert_clean({ err, tostring(err) }, { secret })
+  end)
+
   it("does not print credentials in option errors", function()
     local ok, msg = pcall(zendesk.new, { url = "http://127.0.0.1:9", email = "a@b.c", token = "SECRET-x\r\n" })
     assert.is_false(ok)
