@@ -18,6 +18,10 @@ extern const char zd_array_mt_key;
 extern const char zd_object_mt_key;
 
 static lua_State *L;
+/* tables stored at more than one place: JSON repeats them, so n such links can make 2^n of text
+ * (a real property of JSON, not a finding); a few keep the run fast */
+static int shares;
+#define MAX_SHARES 10
 
 static const char *const keys[] = {
     "tags", "identities", "users", "ids", "name", "email", "user_fields", "results", "a", "",
@@ -142,7 +146,7 @@ static int build(lua_State *l)
             case 16: {                  /* a cycle: t stores itself or a table below it */
                 int target = 1 + (int)(byte(r) % (unsigned)(top - 1));
                 lua_pop(l, 1);
-                if (lua_istable(l, target)) {
+                if (lua_istable(l, target) && ++shares <= MAX_SHARES) {
                     push_key_string(l, r);
                     lua_pushvalue(l, byte(r) & 1 ? target : top - 1);
                     lua_rawset(l, target == top - 1 ? top - 1 : target);
@@ -156,9 +160,14 @@ static int build(lua_State *l)
             case 18:                    /* close a level: pop the value into its parent */
                 lua_rawseti(l, top - 1, (lua_Integer)zd_rawlen(l, top - 1) + 1);
                 break;
-            default:
-                lua_pushvalue(l, 1 + (int)(byte(r) % (unsigned)top));
+            default: {
+                int at = 1 + (int)(byte(r) % (unsigned)top);
+                if (lua_istable(l, at) && ++shares > MAX_SHARES)
+                    lua_pushnil(l);
+                else
+                    lua_pushvalue(l, at);
                 break;
+            }
             }
         }
     }
@@ -222,6 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     r.p = data;
     r.end = data + size;
+    shares = 0;
     lua_settop(L, 0);
     lua_pushcfunction(L, build);
     lua_pushlightuserdata(L, &r);
