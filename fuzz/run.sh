@@ -3,7 +3,6 @@
 # executions and of findings (crash, leak, timeout, oom files).
 #   fuzz/run.sh SECONDS [TARGET...]    targets: headers json_decode json_encode response
 #   FUZZ_JOBS=2 fuzz/run.sh 600        two targets at a time (one per core)
-#   ZD_FUZZ_STRICT=1 fuzz/run.sh 10     also the checks for the known open bug (fuzz/README.md)
 #   FUZZ_OUT=DIR FUZZ_CORPUS=DIR ...    builds, logs and corpora elsewhere (two runs at once)
 # Needs clang with libFuzzer (Debian clang + libclang-rt-14-dev), liblua5.4-dev, lua-cjson,
 # libcurl4-openssl-dev. Built into fuzz/out/, corpora grow in fuzz/corpus-run/ (both git-ignored),
