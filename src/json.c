@@ -10,6 +10,7 @@
 #include "zd.h"
 
 #define ZD_MAX_DEPTH 64
+#define ZD_MAX_JSON (64u * 1024u * 1024u)
 
 static const char zd_decode_key = 'd';
 
@@ -342,6 +343,10 @@ static int put_table(enc *e, int idx)
 static int put_value(enc *e, int idx)
 {
     lua_State *L = e->L;
+    /* a table reused at many places doubles the text at each level: stop well before memory
+     * runs out (Zendesk refuses bodies far smaller anyway) */
+    if (e->out->len > ZD_MAX_JSON)
+        return fail(e, "%s", "encodes to more than 64 MiB of JSON");
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         if (!zd_buf_adds(e->out, "null"))

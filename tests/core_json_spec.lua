@@ -76,6 +76,15 @@ describe("zendesk.core JSON encoding", function()
     assert.matches("cannot encode a function", bad({ f = print }))
   end)
 
+  it("refuses a table reused so often that its JSON would explode", function()
+    -- 2^5 copies of a 4 MiB string as text (a long string, so that valgrind gets there fast;
+    -- { "x" } doubled 40 times fails the same way, in 2 s natively and 50 s under valgrind)
+    local t = { string.rep("x", 1 << 22) }
+    for _ = 1, 5 do t = { t, t } end
+    local msg = bad(t, "body")
+    assert.matches("more than 64 MiB", msg)
+  end)
+
   it("refuses nesting deeper than it can follow", function()
     local t = {}
     local cur = t
