@@ -11,9 +11,8 @@ time or in bulk, follows the bulk jobs, and syncs whole files of users with a jo
 survives crashes.]],
   license = "MIT",
 }
--- lua-cjson (and lua-argparse, for zendesk-sync) are needed at run time; they are not listed
--- because Debian's packages of them are not rocks, and listing them would make luarocks fetch
--- second copies.
+-- lua-argparse (for zendesk-sync) is needed at run time; it is not listed because Debian's
+-- package of it is not a rock, and listing it would make luarocks fetch a second copy.
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },

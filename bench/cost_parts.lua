@@ -1,17 +1,16 @@
 -- cost_parts.lua: runs one piece of an upsert's client-side work N times, with no network, so
 -- callgrind can count its instructions per call (run with N and 2N, subtract, divide by N).
 -- Parts: validate (users.validate of a user table), decode (core.decode of a Zendesk user
--- answer: cjson + the integer pass), cjson (a private cjson instance's decode alone),
--- encode (core.encode of {user = ...}), email (users.valid_email alone), baseline (the loop and
--- the user tables only), proto (the one-pass decoder of bench/proto/json_decode.c, once built
--- into build/bench/proto/jdec.so: the fix proposed in bench/FINDINGS.md).
+-- answer), cjson (lua-cjson's decode of the same, which core.decode used until the one-pass
+-- decoder replaced it), encode (core.encode of {user = ...}), email (users.valid_email alone),
+-- baseline (the loop and the user tables only).
 --   valgrind --tool=callgrind lua5.4 bench/cost_parts.lua decode 1000
 local core = require "zendesk.core"
 local users = require "zendesk.users"
 
 local part, n = arg[1], tonumber(arg[2] or "")
 if not part or not n then
-  io.stderr:write("usage: cost_parts.lua validate|email|decode|cjson|proto|encode|baseline N\n")
+  io.stderr:write("usage: cost_parts.lua validate|email|decode|cjson|encode|baseline N\n")
   os.exit(2)
 end
 
@@ -41,11 +40,6 @@ elseif part == "decode" then
   f = function() return core.decode(ANSWER) end
 elseif part == "email" then
   f = function(u) return users.valid_email(u.email) end
-elseif part == "proto" then
-  local here = debug.getinfo(1, "S").source:match("^@(.*)bench/cost_parts%.lua$") or "./"
-  local open = assert(package.loadlib(here .. "build/bench/proto/jdec.so", "luaopen_jdec"))
-  local decode = open().decode
-  f = function() return decode(ANSWER) end
 elseif part == "cjson" then
   f = function() return cjson_decode(ANSWER) end
 elseif part == "encode" then

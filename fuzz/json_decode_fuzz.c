@@ -1,8 +1,11 @@
 /* json_decode_fuzz.c: libFuzzer target for the JSON -> Lua conversion (zd_json_decode in
- * src/json.c: lua-cjson, then integral numbers back to exact Lua integers). Any input must give
- * a value or (nil, message) without a crash, and no integral number within the int64 range may
- * stay a float, and for a flat array of integer literals every element must come back exactly
- * (integers above 2^53 included: before 6ea3ad2 two that rounded alike both got the first). */
+ * src/json.c, our one-pass decoder). Any input must give a value or (nil, message) without a
+ * crash; no integral number within the int64 range may stay a float; for a flat array of
+ * integer literals every element must come back exactly (integers above 2^53 included: before
+ * 6ea3ad2 two that rounded alike both got the first). And it must agree with lua-cjson 2.1.0
+ * (decode_invalid_numbers off), the decoder it replaced, used here as the oracle: the same
+ * texts accepted and the same values, except where cjson is known to be laxer or rounder
+ * (see differ() and oracle()). */
 #define _DEFAULT_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 #include "zd.h"
 
 static lua_State *L;
+static int cjson_ref = LUA_NOREF;   /* the oracle's decode function, in the registry */
 
 typedef struct {
     const char *s;
@@ -37,7 +41,7 @@ static void walk(lua_State *l, int idx, int depth)
             abort();
         }
     }
-    if (lua_type(l, idx) != LUA_TTABLE || depth > 2000)
+    if (lua_type(l, idx) != LUA_TTABLE || depth > 2000 || !lua_checkstack(l, 4))
         return;
     lua_pushnil(l);
     while (lua_next(l, idx)) {
@@ -88,6 +92,96 @@ static void check_flat_ints(lua_State *l, const char *s, size_t n)
     }
 }
 
+/* 1 when the values at a and b (ours, cjson's) differ beyond what cjson's doubles explain */
+static int differ(lua_State *l, int a, int b, int depth)
+{
+    a = lua_absindex(l, a);
+    b = lua_absindex(l, b);
+    if (lua_type(l, a) != lua_type(l, b))
+        return 1;
+    switch (lua_type(l, a)) {
+    case LUA_TNUMBER: {
+        double x = lua_tonumber(l, a), y = lua_tonumber(l, b);
+        if (x == y)
+            return 0;
+        /* cjson reads every number as a double: above 2^53 ours is exact and cjson's rounded */
+        if (lua_isinteger(l, a) && fabs(y) >= 9007199254740992.0)
+            return (double)lua_tointeger(l, a) != y;
+        return !(x != x && y != y);
+    }
+    case LUA_TTABLE: {
+        int na = 0, nb = 0;
+        /* Lua promises 20 free slots, not one per level: unchecked, a deep document wrote past
+         * the stack here, and ASan saw the heap corrupted long after */
+        if (depth > 1100 || !lua_checkstack(l, 4))
+            return 0;
+        lua_pushnil(l);
+        while (lua_next(l, a)) {
+            na++;
+            lua_pushvalue(l, -2);
+            lua_rawget(l, b);
+            if (differ(l, -2, -1, depth + 1)) {
+                lua_pop(l, 3);
+                return 1;
+            }
+            lua_pop(l, 2);
+        }
+        lua_pushnil(l);
+        while (lua_next(l, b)) {
+            nb++;
+            lua_pop(l, 1);
+        }
+        return na != nb;
+    }
+    default:
+        return !lua_rawequal(l, a, b);
+    }
+}
+
+/* cjson hands numbers to strtod, which reads "1.", "-.5" and "1.e5" where JSON, and we, do
+ * not (it refuses leading zeros, hex, inf and nan, as we do) */
+static int cjson_laxer(const char *msg)
+{
+    return strstr(msg, "invalid number: expected a digit") != NULL;
+}
+
+static void oracle(lua_State *l, const char *s, size_t n, int ours_ok)
+{
+    int ok;
+    lua_rawgeti(l, LUA_REGISTRYINDEX, cjson_ref);
+    lua_pushlstring(l, s, n);
+    ok = lua_pcall(l, 1, 1, 0) == 0;
+    if (ok && !ours_ok && memchr(s, '\0', n)) {
+        /* cjson reads a C string: a NUL byte ends its text, so it takes "[1]\0junk" as [1];
+         * ours must then read the text up to the NUL as the same value */
+        input pre = { s, (size_t)((const char *)memchr(s, '\0', n) - s) };
+        lua_pushcfunction(l, decode);
+        lua_pushlightuserdata(l, &pre);
+        if (lua_pcall(l, 1, 2, 0) != 0 ||
+            (lua_isnil(l, -2) ? !cjson_laxer(lua_tostring(l, -1)) : differ(l, -2, -3, 0))) {
+            fprintf(stderr, "cjson reads the text up to its NUL byte, we do not read it alike\n");
+            abort();
+        }
+        lua_pop(l, 3);
+        return;
+    }
+    if (ok != ours_ok) {
+        if (ok && !ours_ok && cjson_laxer(lua_tostring(l, 2))) {
+            lua_pop(l, 1);
+            return;
+        }
+        fprintf(stderr, "cjson %s what we %s (ours: %s; cjson: %s)\n", ok ? "accepts" : "refuses",
+                ours_ok ? "accept" : "refuse", ours_ok ? "a value" : lua_tostring(l, 2),
+                ok ? "a value" : lua_tostring(l, -1));
+        abort();
+    }
+    if (ok && differ(l, 1, -1, 0)) {
+        fprintf(stderr, "cjson and we decode the text to different values\n");
+        abort();
+    }
+    lua_pop(l, 1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     input in;
@@ -95,7 +189,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!L) {
         L = luaL_newstate();
         luaL_openlibs(L);
-        zd_json_setup(L);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "cjson");
+        lua_call(L, 1, 1);
+        lua_getfield(L, -1, "new");
+        lua_call(L, 0, 1);
+        lua_getfield(L, -1, "decode_invalid_numbers");
+        lua_pushboolean(L, 0);
+        lua_call(L, 1, 0);
+        lua_getfield(L, -1, "decode");
+        cjson_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pop(L, 2);
     }
     copy = malloc(size ? size : 1);   /* exact-size block: ASan sees a read past the end */
     memcpy(copy, data, size);
@@ -111,9 +215,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (lua_gettop(L) == 2) {
         if (!lua_isnil(L, 1) || lua_type(L, 2) != LUA_TSTRING)
             abort();
+        oracle(L, copy, size, 0);
     } else if (lua_gettop(L) == 1) {
         walk(L, 1, 0);
         check_flat_ints(L, copy, size);
+        oracle(L, copy, size, 1);
     } else {
         abort();
     }

@@ -219,7 +219,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!L) {
         L = luaL_newstate();
         luaL_openlibs(L);
-        zd_json_setup(L);
         lua_newtable(L);
         lua_pushlightuserdata(L, (void *)&zd_array_mt_key);
         lua_insert(L, -2);

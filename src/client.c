@@ -1407,7 +1407,6 @@ __attribute__((visibility("default"))) int luaopen_zendesk_core(lua_State *L)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return luaL_error(L, "zendesk.core: curl_global_init failed");
     cv = curl_version_info(CURLVERSION_NOW);
-    zd_json_setup(L);
 
     luaL_newmetatable(L, CLIENT_MT);
     luaL_setfuncs(L, client_meta, 0);

@@ -1,7 +1,6 @@
 #define _GNU_SOURCE
-/* json.c: Lua values <-> JSON text. Encoding is done here so that integers stay exact,
- * empty arrays stay arrays and a bad value is named by its path; decoding is lua-cjson's,
- * followed by a pass that turns every integral number back into a Lua integer. */
+/* json.c: Lua values <-> JSON text, both ways here so that integers stay exact, empty arrays
+ * stay arrays and a bad value is named by its path. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +10,6 @@
 
 #define ZD_MAX_DEPTH 64
 #define ZD_MAX_JSON (64u * 1024u * 1024u)
-
-static const char zd_decode_key = 'd';
 
 /* Keys whose value is a JSON array in Zendesk's user and job payloads: an empty Lua table
  * under one of them is sent as [] rather than {}. */
@@ -399,171 +396,452 @@ int zd_is_null(lua_State *L, int idx)
     return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
-/* ---- decoding ---- */
+/* ---- decoding ----
+ *
+ * One pass from the text to Lua values: no copy of the text, no second walk. Integers are read
+ * exactly (to 2^63-1 on Lua 5.3+; doubles on LuaJIT), strings without escapes are pushed
+ * straight from the text, and each table is made once at its final size where it is small.
+ * What it accepts is what lua-cjson 2.1.0 accepted with decode_invalid_numbers off (the
+ * decoder this one replaced; bench/FINDINGS.md says why): RFC 8259 JSON, any value at the top,
+ * the last of repeated keys wins, null is zendesk.null, 1,000 levels at most, and raw control
+ * bytes inside strings are kept (Zendesk escapes them; a raw NUL is refused, as cjson did).
+ * Integral numbers become Lua integers (1.0 and 1e3 too) when they fit. */
 
-void zd_json_setup(lua_State *L)
+#define ZD_MAX_DECODE_DEPTH 1000
+/* pairs (and elements) gathered on the Lua stack before the table is made at its final size;
+ * a larger object or array goes on in a table that grows */
+#define ZD_GATHER 64
+
+typedef struct {
+    lua_State *L;
+    const char *p, *end, *start;
+    int depth;
+    const char *err;
+} dec;
+
+/* 1 for the bytes a string's fast scan stops at: '"', '\\' and NUL */
+static const unsigned char str_stop[256] = { [0] = 1, ['"'] = 1, ['\\'] = 1 };
+
+static int dec_fail(dec *d, const char *msg)
 {
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    /* a private instance: a script's own cjson settings must not change what we decode */
-    lua_getfield(L, -1, "new");
-    lua_call(L, 0, 1);
-    lua_getfield(L, -1, "decode_invalid_numbers");
-    if (lua_isfunction(L, -1)) {
-        lua_pushboolean(L, 0);
-        lua_call(L, 1, 0);
-    } else {
-        lua_pop(L, 1);
-    }
-    lua_getfield(L, -1, "decode");
-    zd_rawsetp(L, LUA_REGISTRYINDEX, &zd_decode_key);
-    lua_pop(L, 2);
+    if (!d->err)
+        d->err = msg;
+    return 0;
 }
 
-#if ZD_HAS_INTEGERS
-/* cjson reads every number as a double, which rounds above 2^53. Before decoding, integer
- * literals too long to be exact as doubles are turned into strings carrying this marker, and
- * turned back into exact integers afterwards. A NUL byte cannot appear raw in JSON text, so
- * only a document holding this very escape could collide; then nothing is rewritten. */
-#define BIG_MARK "\\u0000zdint:"
-#define BIG_MARK_DECODED "\0zdint:"
-#define BIG_MARK_DECODED_LEN (sizeof BIG_MARK_DECODED - 1)
-
-/* Writes s with its 16+ digit integer literals quoted and marked into out; returns the number
- * rewritten, or -1 on allocation failure. */
-static int mark_bigints(const char *s, size_t n, zd_buf *out)
+static inline void skip_ws(dec *d)
 {
-    size_t i = 0, from = 0;
-    int found = 0;
-    while (i < n) {
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
+        d->p++;
+}
+
+static int hex4(const char *s, unsigned *out)
+{
+    unsigned v = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
         char c = s[i];
-        if (c == '"') {
-            for (i++; i < n && s[i] != '"'; i++)
-                if (s[i] == '\\')
-                    i++;
-            i++;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t st = i, digits = 0;
-            int integral = 1;
-            if (c == '-')
-                i++;
-            while (i < n && s[i] >= '0' && s[i] <= '9')
-                i++, digits++;
-            while (i < n && (s[i] == '.' || s[i] == 'e' || s[i] == 'E' || s[i] == '+' || s[i] == '-' ||
-                             (s[i] >= '0' && s[i] <= '9')))
-                integral = 0, i++;
-            if (integral && digits >= 16 && digits <= 19) {
-                if (!zd_buf_add(out, s + from, st - from) || !zd_buf_adds(out, "\"" BIG_MARK) ||
-                    !zd_buf_add(out, s + st, i - st) || !zd_buf_addc(out, '"'))
-                    return -1;
-                from = i;
-                found++;
-            }
-        } else {
-            i++;
-        }
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return 0;
     }
-    if (found && !zd_buf_add(out, s + from, n - from))
-        return -1;
-    return found;
-}
-
-/* Replaces the value at idx (a marked string or an integral float) by a Lua integer; returns 1
- * when it pushed the replacement, 0 when the value stays as it is. */
-static int push_integral(lua_State *L, int idx, int marked)
-{
-    lua_Number d;
-    if (marked && lua_type(L, idx) == LUA_TSTRING) {
-        size_t len;
-        const char *v = lua_tolstring(L, idx, &len);
-        if (len > BIG_MARK_DECODED_LEN && memcmp(v, BIG_MARK_DECODED, BIG_MARK_DECODED_LEN) == 0) {
-            char *end;
-            long long x;
-            errno = 0;
-            x = strtoll(v + BIG_MARK_DECODED_LEN, &end, 10);
-            if (errno == 0 && *end == '\0')
-                lua_pushinteger(L, (lua_Integer)x);
-            else   /* out of the int64 range: a float, as cjson would have read it */
-                lua_pushnumber(L, (lua_Number)strtod(v + BIG_MARK_DECODED_LEN, NULL));
-            return 1;
-        }
-        return 0;
-    }
-    if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
-        return 0;
-    d = lua_tonumber(L, idx);
-    if (d != floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
-        return 0;
-    lua_pushinteger(L, (lua_Integer)d);
+    *out = v;
     return 1;
 }
 
-static void fix_numbers(lua_State *L, int t, int marked)
+static void add_utf8(luaL_Buffer *b, unsigned cp)
 {
-    luaL_checkstack(L, 4, "JSON nested too deeply");
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            fix_numbers(L, lua_gettop(L), marked);
-        } else if (push_integral(L, -1, marked)) {
-            lua_pushvalue(L, -3);
-            lua_insert(L, -2);
-            lua_rawset(L, t);
+    char s[4];
+    size_t n;
+    if (cp < 0x80) {
+        s[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        s[0] = (char)(0xC0 | (cp >> 6));
+        s[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12));
+        s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        s[0] = (char)(0xF0 | (cp >> 18));
+        s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        s[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    luaL_addlstring(b, s, n);
+}
+
+/* d->p is just past the opening quote; pushes the string */
+static int dec_string(dec *d)
+{
+    const char *s = d->p, *q = s;
+    luaL_Buffer b;
+    while (q < d->end && !str_stop[(unsigned char)*q])
+        q++;
+    if (q < d->end && *q == '"') {   /* the common case: no escape */
+        lua_pushlstring(d->L, s, (size_t)(q - s));
+        d->p = q + 1;
+        return 1;
+    }
+    luaL_buffinit(d->L, &b);
+    luaL_addlstring(&b, s, (size_t)(q - s));
+    while (q < d->end) {
+        unsigned cp, lo;
+        if (*q == '"') {
+            luaL_pushresult(&b);
+            d->p = q + 1;
+            return 1;
         }
-        lua_pop(L, 1);
+        if (*q == '\0') {
+            d->p = q;
+            return dec_fail(d, "NUL byte in a string");
+        }
+        if (*q != '\\') {
+            const char *r = q;
+            while (r < d->end && !str_stop[(unsigned char)*r])
+                r++;
+            luaL_addlstring(&b, q, (size_t)(r - q));
+            q = r;
+            continue;
+        }
+        if (q + 1 >= d->end)
+            break;
+        d->p = q;
+        switch (q[1]) {
+        case '"': luaL_addchar(&b, '"'); break;
+        case '\\': luaL_addchar(&b, '\\'); break;
+        case '/': luaL_addchar(&b, '/'); break;
+        case 'b': luaL_addchar(&b, '\b'); break;
+        case 'f': luaL_addchar(&b, '\f'); break;
+        case 'n': luaL_addchar(&b, '\n'); break;
+        case 'r': luaL_addchar(&b, '\r'); break;
+        case 't': luaL_addchar(&b, '\t'); break;
+        case 'u':
+            if (d->end - q < 6 || !hex4(q + 2, &cp))
+                return dec_fail(d, "invalid \\u escape");
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (d->end - q < 12 || q[6] != '\\' || q[7] != 'u' || !hex4(q + 8, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return dec_fail(d, "unpaired surrogate in a \\u escape");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                q += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return dec_fail(d, "unpaired surrogate in a \\u escape");
+            }
+            add_utf8(&b, cp);
+            q += 4;
+            break;
+        default:
+            return dec_fail(d, "invalid escape in a string");
+        }
+        q += 2;
+    }
+    d->p = d->end;
+    return dec_fail(d, "unterminated string");
+}
+
+/* pushes the number at d->p */
+static int dec_number(dec *d)
+{
+    const char *s = d->p, *q = s;
+    int neg = 0, integral = 1, digits = 0;
+    unsigned long long v = 0;
+    if (*q == '-') {
+        neg = 1;
+        q++;
+        if (q >= d->end || *q < '0' || *q > '9')
+            return dec_fail(d, "invalid number: expected a digit after '-'");
+    }
+    if (q >= d->end || *q < '0' || *q > '9')
+        return dec_fail(d, "expected a value");
+    if (*q == '0' && q + 1 < d->end && q[1] >= '0' && q[1] <= '9')
+        return dec_fail(d, "invalid number: a leading zero");
+    while (q < d->end && *q >= '0' && *q <= '9') {
+        if (digits < 19)
+            v = v * 10 + (unsigned)(*q - '0');
+        digits++;
+        q++;
+    }
+    if (q < d->end && (*q == '.' || *q == 'e' || *q == 'E')) {
+        integral = 0;
+        if (*q == '.') {
+            q++;
+            if (q >= d->end || *q < '0' || *q > '9') {
+                d->p = q;
+                return dec_fail(d, "invalid number: expected a digit after '.'");
+            }
+            while (q < d->end && *q >= '0' && *q <= '9')
+                q++;
+        }
+        if (q < d->end && (*q == 'e' || *q == 'E')) {
+            q++;
+            if (q < d->end && (*q == '+' || *q == '-'))
+                q++;
+            if (q >= d->end || *q < '0' || *q > '9') {
+                d->p = q;
+                return dec_fail(d, "invalid number: expected a digit in the exponent");
+            }
+            while (q < d->end && *q >= '0' && *q <= '9')
+                q++;
+        }
+    }
+    d->p = q;
+#if ZD_HAS_INTEGERS
+    if (integral && digits <= 18) {   /* below 10^18: exact in an int64 */
+        lua_pushinteger(d->L, neg ? -(lua_Integer)v : (lua_Integer)v);
+        return 1;
+    }
+#else
+    if (integral && digits <= 15) {   /* below 10^15: exact in a double */
+        lua_pushnumber(d->L, neg ? -(lua_Number)v : (lua_Number)v);
+        return 1;
+    }
+#endif
+    {
+        /* the rest goes through strtoll / strtod on a NUL-terminated copy */
+        char small[64], *tmp = small, *e;
+        size_t n = (size_t)(q - s);
+        int boxed = n >= sizeof small;   /* rare: a number of 64+ characters */
+        double x;
+        if (boxed)
+            tmp = lua_newuserdata(d->L, n + 1);   /* on the stack until the value is pushed */
+        memcpy(tmp, s, n);
+        tmp[n] = '\0';
+#if ZD_HAS_INTEGERS
+        if (integral && digits == 19) {
+            long long i;
+            errno = 0;
+            i = strtoll(tmp, &e, 10);
+            if (errno == 0) {
+                lua_pushinteger(d->L, (lua_Integer)i);
+                return 1;
+            }
+        }
+#endif
+        x = strtod(tmp, &e);
+#if ZD_HAS_INTEGERS
+        /* an integral value that fits is an integer, as the ids and counts are meant */
+        if (x >= -9223372036854775808.0 && x < 9223372036854775808.0 && x == floor(x))
+            lua_pushinteger(d->L, (lua_Integer)x);
+        else
+#endif
+            lua_pushnumber(d->L, (lua_Number)x);
+        if (boxed)
+            lua_remove(d->L, -2);
+        return 1;
     }
 }
-#endif
+
+static int dec_value(dec *d);
+
+/* d->p is just past '{'; pushes the table */
+static int dec_object(dec *d)
+{
+    lua_State *L = d->L;
+    int base = lua_gettop(L), n = 0, t = 0, i;
+    /* the key and its value, or the table: each level of nesting takes slots of its own */
+    luaL_checkstack(L, 4, "JSON nested too deeply");
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        lua_createtable(L, 0, 0);
+        return 1;
+    }
+    for (;;) {
+        if (d->p >= d->end || *d->p != '"')
+            return dec_fail(d, "expected a string key");
+        d->p++;
+        if (!dec_string(d))
+            return 0;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            return dec_fail(d, "expected ':' after a key");
+        d->p++;
+        if (!dec_value(d))
+            return 0;
+        if (t) {
+            lua_rawset(L, t);
+        } else if (++n == ZD_GATHER) {
+            /* a large object: make the table now and go on setting into it */
+            lua_createtable(L, 0, 2 * n);
+            t = base + 1;
+            lua_insert(L, t);
+            for (i = 0; i < n; i++) {
+                lua_pushvalue(L, t + 1 + 2 * i);
+                lua_pushvalue(L, t + 2 + 2 * i);
+                lua_rawset(L, t);
+            }
+            lua_settop(L, t);
+        } else {
+            luaL_checkstack(L, 4, "JSON object too large");
+        }
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            break;
+        }
+        return dec_fail(d, "expected ',' or '}' in an object");
+    }
+    if (t)
+        return 1;
+    /* one table of the right size, filled in document order (a repeated key: the last wins) */
+    lua_createtable(L, 0, n);
+    t = lua_gettop(L);
+    for (i = 0; i < n; i++) {
+        lua_pushvalue(L, base + 1 + 2 * i);
+        lua_pushvalue(L, base + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+    return 1;
+}
+
+/* d->p is just past '['; pushes the table */
+static int dec_array(dec *d)
+{
+    lua_State *L = d->L;
+    int base = lua_gettop(L), n = 0, t = 0, i;
+    luaL_checkstack(L, 3, "JSON nested too deeply");
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        lua_createtable(L, 0, 0);
+        return 1;
+    }
+    for (;;) {
+        if (!dec_value(d))
+            return 0;
+        n++;
+        if (t) {
+            lua_rawseti(L, t, n);
+        } else if (n == ZD_GATHER) {
+            lua_createtable(L, 2 * n, 0);
+            t = base + 1;
+            lua_insert(L, t);
+            for (i = n; i >= 1; i--)
+                lua_rawseti(L, t, i);
+        } else {
+            luaL_checkstack(L, 3, "JSON array too large");
+        }
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == ']') {
+            d->p++;
+            break;
+        }
+        return dec_fail(d, "expected ',' or ']' in an array");
+    }
+    if (t)
+        return 1;
+    lua_createtable(L, n, 0);
+    lua_insert(L, base + 1);
+    for (i = n; i >= 1; i--)
+        lua_rawseti(L, base + 1, i);
+    return 1;
+}
+
+static int dec_literal(dec *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return dec_fail(d, "expected a value");
+    d->p += n;
+    return 1;
+}
+
+static int dec_value(dec *d)
+{
+    int ok;
+    skip_ws(d);
+    if (d->p >= d->end)
+        return dec_fail(d, "unexpected end of the text");
+    switch (*d->p) {
+    case '"':
+        d->p++;
+        return dec_string(d);
+    case '{':
+    case '[':
+        if (++d->depth > ZD_MAX_DECODE_DEPTH)
+            return dec_fail(d, "nested more than 1000 levels deep");
+        ok = *d->p++ == '{' ? dec_object(d) : dec_array(d);
+        d->depth--;
+        return ok;
+    case 't':
+        if (!dec_literal(d, "true", 4))
+            return 0;
+        lua_pushboolean(d->L, 1);
+        return 1;
+    case 'f':
+        if (!dec_literal(d, "false", 5))
+            return 0;
+        lua_pushboolean(d->L, 0);
+        return 1;
+    case 'n':
+        if (!dec_literal(d, "null", 4))
+            return 0;
+        lua_pushlightuserdata(d->L, NULL);   /* zendesk.null, the same value as cjson.null */
+        return 1;
+    default:
+        return dec_number(d);
+    }
+}
+
+/* Runs under lua_pcall, so that running out of memory half-way is an error, not a longjmp
+ * through the caller's transfer. Pushes the value, or leaves d->err set. */
+static int dec_protected(lua_State *L)
+{
+    dec *d = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    d->L = L;
+    if (dec_value(d)) {
+        skip_ws(d);
+        if (d->p == d->end)
+            return 1;
+        dec_fail(d, "text after the value");
+    }
+    return 0;
+}
 
 int zd_json_decode(lua_State *L, const char *s, size_t n)
 {
-#if ZD_HAS_INTEGERS
-    zd_buf marked = {0};
-    int nmarked = 0;
-    size_t i;
-    /* only a text with a run of 16+ digits can hold an integer cjson would round */
-    for (i = 0; i < n; i++)
-        if (s[i] >= '0' && s[i] <= '9') {
-            size_t j = i;
-            while (j < n && s[j] >= '0' && s[j] <= '9')
-                j++;
-            if (j - i >= 16) {
-                if (!memmem(s, n, "u0000zdint:", 11))
-                    nmarked = mark_bigints(s, n, &marked);
-                break;
-            }
-            i = j;
-        }
-    if (nmarked < 0) {
-        zd_buf_free(&marked);
-        lua_pushnil(L);
-        lua_pushliteral(L, "invalid JSON: out of memory");
-        return 2;
-    }
-#endif
-    zd_rawgetp(L, LUA_REGISTRYINDEX, &zd_decode_key);
-#if ZD_HAS_INTEGERS
-    if (nmarked > 0)
-        lua_pushlstring(L, marked.p, marked.len);
-    else
-        lua_pushlstring(L, s, n);
-    zd_buf_free(&marked);
-#else
-    lua_pushlstring(L, s, n);
-#endif
-    if (lua_pcall(L, 1, 1, 0) != 0) {
+    dec d;
+    int rc;
+    memset(&d, 0, sizeof d);
+    d.p = d.start = s;
+    d.end = s + n;
+    lua_pushcfunction(L, dec_protected);
+    lua_pushlightuserdata(L, &d);
+    rc = lua_pcall(L, 1, 1, 0);
+    if (rc == 0 && !d.err)
+        return 1;
+    if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
-        lua_pushnil(L);
-        lua_pushfstring(L, "invalid JSON: %s", msg ? msg : "?");
-        lua_remove(L, -3);
-        return 2;
-    }
-#if ZD_HAS_INTEGERS
-    if (lua_type(L, -1) == LUA_TTABLE)
-        fix_numbers(L, lua_gettop(L), nmarked > 0);
-    else if (push_integral(L, -1, nmarked > 0))
+        lua_pushfstring(L, "invalid JSON: %s", msg ? msg : "error while decoding");
         lua_remove(L, -2);
-#endif
-    return 1;
+    } else {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "invalid JSON: %s at character %d", d.err ? d.err : "no value",
+                        (int)(d.p - d.start) + 1);
+    }
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
 }

@@ -47,11 +47,10 @@ void zd_resp_reset(zd_resp *r);
 void zd_resp_header(zd_resp *r, const char *line, size_t len);
 double zd_parse_retry_after(const char *v, size_t n);
 
-/* JSON: Lua -> text is ours (exact integers, arrays vs objects, paths in errors);
- * text -> Lua goes through lua-cjson, then integral numbers become integers. */
+/* JSON: Lua -> text (exact integers, arrays vs objects, paths in errors) and text -> Lua (one
+ * pass, integral numbers as integers, exact to 2^63-1). */
 int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
 int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
-void zd_json_setup(lua_State *L);                            /* loads the cjson instance */
 int zd_is_null(lua_State *L, int idx);
 
 #endif

@@ -138,4 +138,128 @@ describe("zendesk.core JSON decoding", function()
     local u = { id = 9223372036854775807, tags = { "a" }, user_fields = { n = 1, d = 1.25 } }
     assert.same(u, core.decode(core.encode(u)))
   end)
+
+  it("reads numbers as JSON writes them", function()
+    local v = core.decode('[0,-0,1.0,1e3,-1E+2,2.5e-1,1e300,-9223372036854775808,'
+      .. '9223372036854775808,123456789012345678901234567890,0.1]')
+    assert.same({ 0, 0, 1, 1000, -100, 0.25 }, { table.unpack(v, 1, 6) })
+    for i = 1, 5 do assert.equal("integer", math.type(v[i]), "element " .. i) end
+    assert.equal(1e300, v[7])
+    assert.equal(math.mininteger, v[8])
+    assert.equal("integer", math.type(v[8]))
+    assert.equal("float", math.type(v[9]))       -- 2^63 does not fit: a float, not a wrap
+    assert.equal(2^63, v[9])
+    assert.equal(1.2345678901234568e29, v[10])
+    assert.equal(0.1, v[11])
+    -- a number longer than 64 characters
+    local long = "1" .. string.rep("0", 80) .. ".5"
+    assert.equal(tonumber(long), core.decode(long))
+  end)
+
+  it("reads escapes, surrogate pairs and raw bytes in strings", function()
+    assert.equal('a"b\\c/\b\f\n\r\t', core.decode([["a\"b\\c\/\b\f\n\r\t"]]))
+    assert.equal("\u{1F600}\u{e9}\0x", core.decode([["\ud83d\ude00\u00E9\u0000x"]]))
+    assert.equal("tab\there", core.decode('"tab\there"'))          -- a raw control byte, kept
+    assert.equal(("\xff\xfe"), core.decode('"\xff\xfe"'))          -- bytes are not checked as UTF-8
+    local long = string.rep("x", 5000) .. "\\n" .. string.rep("y", 5000)
+    assert.equal(string.rep("x", 5000) .. "\n" .. string.rep("y", 5000), core.decode('"' .. long .. '"'))
+  end)
+
+  it("refuses what is not JSON, saying where", function()
+    local cases = {
+      "", " ", "{", "[1,]", "[1 2]", '{"a":}', '{"a" 1}', "{a:1}", "01", "-", "1.", ".5", "1e",
+      "+1", "0x10", "NaN", "Infinity", "tru", "nul", '"abc', '"\\x"', '"\\u12"', '"\\ud800"',
+      '"\\udc00x"', '"\\ud800\\u0041"', '"a\0b"', "[] []", '{"a":1}x', "[" .. string.rep("[", 1000) .. string.rep("]", 1001),
+    }
+    for _, text in ipairs(cases) do
+      local v, err = core.decode(text)
+      assert.is_nil(v, text)
+      assert.equal("validation", err.kind)
+      assert.matches("^invalid JSON: .+ at character %d+$", err.message, 1, false)
+    end
+    local _, err = core.decode('{"id": 1, "name": x}')
+    assert.equal("invalid JSON: expected a value at character 19", err.message)
+    -- 1,000 levels are fine, and each takes Lua stack slots of its own (valgrind sees a write
+    -- past the stack if a level does not ask for them)
+    assert.is_table(core.decode(string.rep("[", 1000) .. string.rep("]", 1000)))
+    local deep = core.decode(string.rep('{"a":', 997) .. '{"a":[1,{"b":2}]}' .. string.rep("}", 997))
+    for _ = 1, 998 do deep = deep.a end   -- 998 objects, the array and {"b":2}: 1,000 levels
+    assert.same({ 1, { b = 2 } }, deep)
+    assert.is_table(core.decode(string.rep('[1,', 999) .. '2' .. string.rep("]", 999)))
+  end)
+
+  it("reads large objects and arrays (past the part gathered on the stack)", function()
+    local parts, arr = {}, {}
+    for i = 1, 5000 do
+      parts[#parts + 1] = string.format('"k%d":%d', i, i)
+      arr[i] = tostring(i * 3)
+    end
+    local o = core.decode("{" .. table.concat(parts, ",") .. ',"k7":"last"}')
+    assert.equal(1, o.k1)
+    assert.equal(5000, o.k5000)
+    assert.equal("last", o.k7)   -- a repeated key: the last wins
+    local a = core.decode("[" .. table.concat(arr, ",") .. "]")
+    assert.equal(5000, #a)
+    assert.equal(15000, a[5000])
+    local small = core.decode('{"a":1,"b":2,"a":3}')
+    assert.equal(3, small.a)
+  end)
+
+  it("agrees with lua-cjson on random documents", function()
+    -- cjson reads every number as a double; exact integers here are below 2^53 so both agree
+    local oracle = cjson.new()
+    local seed = tonumber(os.getenv("ZD_SEED") or "") or os.time()
+    math.randomseed(seed)
+    local function rstring()
+      local out = {}
+      for _ = 1, math.random(0, 12) do
+        local r = math.random(1, 10)
+        if r == 1 then out[#out + 1] = "\\u" .. string.format("%04x", math.random(1, 0xd7ff))
+        elseif r == 2 then out[#out + 1] = ({ "\\n", "\\\"", "\\\\", "\\/", "\\t" })[math.random(1, 5)]
+        elseif r == 3 then out[#out + 1] = "é"
+        else out[#out + 1] = string.char(math.random(0x20, 0x7e)):gsub('[\\"]', "x") end
+      end
+      return '"' .. table.concat(out) .. '"'
+    end
+    local function rnumber()
+      local r = math.random(1, 5)
+      if r == 1 then return tostring(math.random(-2^31, 2^31)) end
+      if r == 2 then return tostring(math.random(0, 2^52)) end
+      if r == 3 then return string.format("%.3f", math.random() * 1000) end
+      if r == 4 then return string.format("%de%d", math.random(1, 9), math.random(-5, 5)) end
+      return "-0"
+    end
+    local function rvalue(depth)
+      local r = math.random(1, depth > 4 and 4 or 7)
+      if r == 1 then return rstring() end
+      if r == 2 then return rnumber() end
+      if r == 3 then return ({ "true", "false", "null" })[math.random(1, 3)] end
+      if r == 4 then return rstring() end
+      local ws = ({ "", " ", "\n\t ", "\r\n" })[math.random(1, 4)]
+      local out = {}
+      for _ = 1, math.random(0, depth == 0 and 80 or 6) do
+        out[#out + 1] = r <= 5 and rvalue(depth + 1) or (rstring() .. ws .. ":" .. ws .. rvalue(depth + 1))
+      end
+      local sep = ws .. "," .. ws
+      if r <= 5 then return "[" .. ws .. table.concat(out, sep) .. ws .. "]" end
+      return "{" .. ws .. table.concat(out, sep) .. ws .. "}"
+    end
+    local function normal(v)   -- cjson's doubles as the integers the core gives
+      if type(v) == "number" and v == math.floor(v) and v > -2^63 and v < 2^63 then
+        return math.tointeger(v)
+      elseif type(v) == "table" then
+        local t = {}
+        for k, x in pairs(v) do t[k] = normal(x) end
+        return t
+      end
+      return v
+    end
+    for i = 1, 300 do
+      local text = rvalue(0)
+      local want = normal(oracle.decode(text))
+      local got, err = core.decode(text)
+      assert(err == nil, "seed " .. seed .. ", document " .. i .. ": " .. tostring(err))
+      assert.same(want, got, "seed " .. seed .. ", document " .. i .. ": " .. text)
+    end
+  end)
 end)
