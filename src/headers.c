@@ -22,15 +22,20 @@ static int name_is(const char *name, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
+/* At most cap - 1 bytes and a NUL. memcpy, then a scan: cheaper than building it byte by byte. */
 static void copy_value(char *dst, size_t cap, const char *v, size_t n)
 {
-    size_t i, j = 0;
-    for (i = 0; i < n && j + 1 < cap; i++) {
-        unsigned char c = (unsigned char)v[i];
+    size_t i;
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)dst[i];
         /* keep what reaches errors and logs printable and on one line */
-        dst[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+        if (c < 0x20 || c == 0x7f)
+            dst[i] = '?';
     }
-    dst[j] = '\0';
 }
 
 /* A non-negative decimal integer, saturating; -1 when the text is not one. */
