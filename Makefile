@@ -17,7 +17,7 @@ LUA_ABI := $(patsubst lua%,%,$(LUA))
 endif
 
 BUILD := build/$(LUA)
-SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/client.c
+SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/client.c
 OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
 MODULE := $(BUILD)/zendesk/core.so
 

@@ -28,7 +28,7 @@ declare -A SRC=(
     [headers]="src/headers.c"
     [json_decode]="src/json.c src/buf.c"
     [json_encode]="src/json.c src/buf.c"
-    [response]="src/buf.c src/headers.c src/json.c src/transport.c"
+    [response]="src/buf.c src/headers.c src/json.c src/transport.c src/email.c"
 )
 
 build() {

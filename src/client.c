@@ -1321,6 +1321,21 @@ static int core_now(lua_State *L)
     return 1;
 }
 
+/* valid_email(s) -> boolean: false for anything but a string (numbers included), like the
+ * Lua check it replaced; the rules are in email.c */
+static int core_valid_email(lua_State *L)
+{
+    size_t n;
+    const char *s;
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    s = lua_tolstring(L, 1, &n);
+    lua_pushboolean(L, zd_valid_email(s, n));
+    return 1;
+}
+
 /* fsync(file) -> true | nil, err: a journal line is only durable once it is on disk. Lua 5.4's
  * luaL_Stream and LuaJIT's file userdata both start with the FILE pointer. */
 static int core_fsync(lua_State *L)
@@ -1384,6 +1399,7 @@ static const luaL_Reg functions[] = {
     {"is_error", core_is_error},
     {"sleep", core_sleep},
     {"now", core_now},
+    {"valid_email", core_valid_email},
     {"fsync", core_fsync},
     {"create_private", core_create_private},
     {NULL, NULL}

@@ -22,15 +22,20 @@ static int name_is(const char *name, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
+/* At most cap - 1 bytes and a NUL. memcpy, then a scan: cheaper than building it byte by byte. */
 static void copy_value(char *dst, size_t cap, const char *v, size_t n)
 {
-    size_t i, j = 0;
-    for (i = 0; i < n && j + 1 < cap; i++) {
-        unsigned char c = (unsigned char)v[i];
+    size_t i;
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)dst[i];
         /* keep what reaches errors and logs printable and on one line */
-        dst[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+        if (c < 0x20 || c == 0x7f)
+            dst[i] = '?';
     }
-    dst[j] = '\0';
 }
 
 /* A non-negative decimal integer, saturating; -1 when the text is not one. */
@@ -105,14 +110,62 @@ static void parse_endpoint_limit(zd_resp *r, const char *v, size_t n)
     }
 }
 
+/* The headers kept, by the first letter of their name (any case). A line is matched without
+ * looking for its colon first: name_at checks the byte after a candidate name, so the
+ * common lines that matter to nobody (Date, Server, Connection, ETag, most X-...) cost a
+ * few comparisons, and only a match pays for trimming the value. */
+enum { H_RETRY_AFTER = 1, H_LIMIT, H_REMAINING, H_RESET, H_REQUEST_ID, H_WARN, H_LOCATION,
+       H_CONTENT_TYPE, H_ENDPOINT };
+
+typedef struct {
+    unsigned char len, what;
+    const char *name;
+} zd_header_name;
+#define HN(name, what) {sizeof name - 1, what, name}
+
+static const zd_header_name r_names[] = {
+    HN("retry-after", H_RETRY_AFTER),
+    HN("ratelimit-limit", H_LIMIT),
+    HN("rate-limit", H_LIMIT),
+    HN("ratelimit-remaining", H_REMAINING),
+    HN("rate-limit-remaining", H_REMAINING),
+    HN("ratelimit-reset", H_RESET),
+    HN("rate-limit-reset", H_RESET),
+    {0, 0, NULL},
+};
+static const zd_header_name x_names[] = {
+    HN("x-rate-limit", H_LIMIT),
+    HN("x-rate-limit-remaining", H_REMAINING),
+    HN("x-request-id", H_REQUEST_ID),
+    HN("x-zendesk-request-id", H_REQUEST_ID),
+    HN("x-zendesk-api-warn", H_WARN),
+    {0, 0, NULL},
+};
+static const zd_header_name l_names[] = {HN("location", H_LOCATION), {0, 0, NULL}};
+static const zd_header_name c_names[] = {HN("content-type", H_CONTENT_TYPE), {0, 0, NULL}};
+
+/* the entry whose name, followed by ':', starts the line; the name is the text before the
+ * line's first colon exactly when it is followed by one, since no name holds a colon */
+static const zd_header_name *name_at(const zd_header_name *t, const char *line, size_t len)
+{
+    for (; t->len; t++)
+        if (len > t->len && line[t->len] == ':' && strncasecmp(line, t->name, t->len) == 0)
+            return t;
+    return NULL;
+}
+
 void zd_resp_header(zd_resp *r, const char *line, size_t len)
 {
-    const char *colon, *v;
+    const zd_header_name *h;
+    const char *v;
     size_t n, vn;
+    int what;
 
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
         len--;
-    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+    if (len == 0)
+        return;
+    if (line[0] == 'H' && len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         /* a new status line (100 Continue, a retried request): forget the last one */
         const char *sp = memchr(line, ' ', len);
         zd_resp_reset(r);
@@ -122,51 +175,78 @@ void zd_resp_header(zd_resp *r, const char *line, size_t len)
         }
         return;
     }
-    colon = memchr(line, ':', len);
-    if (!colon)
+
+    /* | 0x20 folds exactly 'R' onto 'r' (and so on): the cases are all lower-case letters */
+    switch ((unsigned char)line[0] | 0x20) {
+    case 'r':
+        h = name_at(r_names, line, len);
+        break;
+    case 'x':
+        h = name_at(x_names, line, len);
+        break;
+    case 'l':
+        h = name_at(l_names, line, len);
+        break;
+    case 'c':
+        h = name_at(c_names, line, len);
+        break;
+    case 'z': {
+        /* zendesk-ratelimit-<endpoint> / zendesk-rate-limit-<endpoint> */
+        const char *colon = memchr(line, ':', len);
+        if (!colon)
+            return;
+        n = (size_t)(colon - line);
+        if ((n > 19 && strncasecmp(line, "zendesk-ratelimit-", 18) == 0) ||
+            (n > 20 && strncasecmp(line, "zendesk-rate-limit-", 19) == 0)) {
+            what = H_ENDPOINT;
+            goto value;
+        }
         return;
-    n = (size_t)(colon - line);
-    v = colon + 1;
+    }
+    default:
+        return;
+    }
+    if (!h)
+        return;
+    what = h->what;
+    n = h->len;
+
+value:
+    v = line + n + 1;
     vn = len - n - 1;
     while (vn > 0 && (*v == ' ' || *v == '\t'))
         v++, vn--;
     while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
         vn--;
 
-    switch (tolower((unsigned char)line[0])) {
-    case 'r':
-        if (name_is(line, n, "retry-after"))
-            r->retry_after = zd_parse_retry_after(v, vn);
-        else if (name_is(line, n, "ratelimit-limit") || name_is(line, n, "rate-limit"))
-            r->rl_limit = parse_count(v, vn);
-        else if (name_is(line, n, "ratelimit-remaining") || name_is(line, n, "rate-limit-remaining"))
-            r->rl_remaining = parse_count(v, vn);
-        else if (name_is(line, n, "ratelimit-reset") || name_is(line, n, "rate-limit-reset"))
-            r->rl_reset = parse_count(v, vn);
+    switch (what) {
+    case H_RETRY_AFTER:
+        r->retry_after = zd_parse_retry_after(v, vn);
         break;
-    case 'x':
-        if (name_is(line, n, "x-rate-limit"))
-            r->rl_limit = parse_count(v, vn);
-        else if (name_is(line, n, "x-rate-limit-remaining"))
-            r->rl_remaining = parse_count(v, vn);
-        else if (name_is(line, n, "x-request-id") || name_is(line, n, "x-zendesk-request-id")) {
-            if (r->request_id[0] == '\0')
-                copy_value(r->request_id, sizeof r->request_id, v, vn);
-        } else if (name_is(line, n, "x-zendesk-api-warn"))
-            copy_value(r->warn, sizeof r->warn, v, vn);
+    case H_LIMIT:
+        r->rl_limit = parse_count(v, vn);
         break;
-    case 'z':
-        if ((n > 19 && strncasecmp(line, "zendesk-ratelimit-", 18) == 0) ||
-            (n > 20 && strncasecmp(line, "zendesk-rate-limit-", 19) == 0))
-            parse_endpoint_limit(r, v, vn);
+    case H_REMAINING:
+        r->rl_remaining = parse_count(v, vn);
         break;
-    case 'l':
-        if (name_is(line, n, "location"))
-            copy_value(r->location, sizeof r->location, v, vn);
+    case H_RESET:
+        r->rl_reset = parse_count(v, vn);
         break;
-    case 'c':
-        if (name_is(line, n, "content-type"))
-            copy_value(r->content_type, sizeof r->content_type, v, vn);
+    case H_REQUEST_ID:
+        if (r->request_id[0] == '\0')
+            copy_value(r->request_id, sizeof r->request_id, v, vn);
+        break;
+    case H_WARN:
+        copy_value(r->warn, sizeof r->warn, v, vn);
+        break;
+    case H_LOCATION:
+        copy_value(r->location, sizeof r->location, v, vn);
+        break;
+    case H_CONTENT_TYPE:
+        copy_value(r->content_type, sizeof r->content_type, v, vn);
+        break;
+    case H_ENDPOINT:
+        parse_endpoint_limit(r, v, vn);
         break;
     default:
         break;

@@ -47,6 +47,9 @@ void zd_resp_reset(zd_resp *r);
 void zd_resp_header(zd_resp *r, const char *line, size_t len);
 double zd_parse_retry_after(const char *v, size_t n);
 
+/* The email address check behind core.valid_email (email.c): 1 when s[0..n) passes. */
+int zd_valid_email(const char *s, size_t n);
+
 /* JSON: Lua -> text (exact integers, arrays vs objects, paths in errors) and text -> Lua (one
  * pass, integral numbers as integers, exact to 2^63-1). */
 int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);

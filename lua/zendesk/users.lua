@@ -25,22 +25,10 @@ local function show(v)
   return "'" .. s .. "'"
 end
 
--- Deliberately simple: Zendesk has the last word, this only catches what can never work.
-function _M.valid_email(s)
-  if type(s) ~= "string" or #s > 254 then return false end
-  local lp, domain = s:match("^([^%s@\"<>,;:]+)@([^%s@\"<>,;:]+)$")
-  if not lp or #lp > 64 then return false end
-  if lp:find("^%.") or lp:find("%.$") or lp:find("%.%.") then return false end
-  if not domain:find("%.") or domain:find("%.%.") or domain:find("^[.-]") or domain:find("[.-]$") then
-    return false
-  end
-  for label in domain:gmatch("[^.]+") do
-    if label:find("^%-") or label:find("%-$") or not label:find("^[%w%-\128-\255]+$") then
-      return false
-    end
-  end
-  return true
-end
+-- valid_email(s) -> true | false. Deliberately simple: Zendesk has the last word, this only
+-- catches what can never work. The rules are in src/email.c (one pass in C: the 9 to 13 pattern
+-- calls of the Lua version cost ~28,000 instructions per address, about a tenth of an upsert).
+_M.valid_email = core.valid_email
 
 local ROLES = { ["end-user"] = true, agent = true, admin = true }
 local TICKET_RESTRICTIONS = { organization = true, groups = true, assigned = true, requested = true }
