@@ -122,6 +122,8 @@ single() {   # client run n: runs one client, records its requests per second
     raw) out=$("$W/raw_libcurl" "$URL" "$n" "$prefix") ;;
     lua54) out=$(lua5.4 bench/upsert_module.lua "$URL" "$n" "$prefix") ;;
     luajit) out=$(LUA_CPATH=$JIT_CPATH luajit bench/upsert_module.lua "$URL" "$n" "$prefix") ;;
+    lua54f) out=$(lua5.4 bench/upsert_module.lua "$URL" "$n" "$prefix" id) ;;
+    luajitf) out=$(LUA_CPATH=$JIT_CPATH luajit bench/upsert_module.lua "$URL" "$n" "$prefix" id) ;;
     luacurl) out=$(lua5.1 bench/peer_luacurl.lua "$URL" "$n" "$prefix") ;;
     python) out=$(python3 bench/peer_python.py "$URL" "$n" "$prefix") ;;
     node) out=$(node bench/peer_node_single.js "$URL" "$n" "$prefix") ;;
@@ -137,7 +139,7 @@ for run in $(seq "$RUNS"); do
   standin_fresh
   # interleaved, so a burst of load from elsewhere hits every client alike, and each round starts
   # with the next client, so none is always the first after the reset
-  clients=(raw lua54 luajit luacurl python node curlcli)
+  clients=(raw lua54 luajit lua54f luajitf luacurl python node curlcli)
   k=$(( (run - 1) % ${#clients[@]} ))
   for client in "${clients[@]:k}" "${clients[@]:0:k}"; do
     n=$N
@@ -159,13 +161,17 @@ cg() {   # client n
              >>"$LOG/cg.log" 2>&1 ;;
     luajit) LUA_CPATH=$JIT_CPATH valgrind --tool=callgrind --callgrind-out-file="$f" \
               luajit bench/upsert_module.lua "$URL" "$n" "$prefix" >>"$LOG/cg.log" 2>&1 ;;
+    lua54f) valgrind --tool=callgrind --callgrind-out-file="$f" lua5.4 bench/upsert_module.lua "$URL" "$n" "$prefix" id \
+             >>"$LOG/cg.log" 2>&1 ;;
+    luajitf) LUA_CPATH=$JIT_CPATH valgrind --tool=callgrind --callgrind-out-file="$f" \
+              luajit bench/upsert_module.lua "$URL" "$n" "$prefix" id >>"$LOG/cg.log" 2>&1 ;;
   esac || die "callgrind $client $n failed (see $LOG/cg.log)"
   ir=$(awk '/^summary:/ {print $2}' "$f")
   record "cg $client $n $ir"
 }
 say "instructions per upsert (callgrind, $CG_N and $((2 * CG_N)) requests)"
 standin_fresh
-for client in raw lua54 luajit; do
+for client in raw lua54 luajit lua54f luajitf; do
   cg "$client" "$CG_N"
   cg "$client" $((2 * CG_N))
 done

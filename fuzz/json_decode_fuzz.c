@@ -182,6 +182,59 @@ static void oracle(lua_State *l, const char *s, size_t n, int ours_ok)
     lua_pop(l, 1);
 }
 
+/* zd_json_decode_kept (upsert's `fields`) must accept exactly what zd_json_decode accepts and
+ * give the same value, with the object under "user" cut to the kept names. */
+static const char *const kept_names[] = { "id", "name", "tags" };
+static const size_t kept_lens[] = { 2, 4, 4 };
+
+static int decode_kept(lua_State *l)
+{
+    input *in = lua_touserdata(l, 1);
+    zd_keep keep = { "user", 4, 3, kept_names, kept_lens };
+    lua_settop(l, 0);
+    return zd_json_decode_kept(l, in->s, in->n, &keep);
+}
+
+static void check_kept(lua_State *l, input *in, int full_ok)
+{
+    int top = lua_gettop(l), ok;
+    lua_pushcfunction(l, decode_kept);
+    lua_pushlightuserdata(l, in);
+    if (lua_pcall(l, 1, 2, 0) != 0) {
+        fprintf(stderr, "zd_json_decode_kept raised: %s\n", lua_tostring(l, -1));
+        abort();
+    }
+    ok = !lua_isnil(l, -2) || lua_isnil(l, -1);   /* a value (JSON null included), not nil + msg */
+    if (ok != full_ok) {
+        fprintf(stderr, "zd_json_decode_kept %s what zd_json_decode %s\n", ok ? "accepts" : "refuses",
+                full_ok ? "accepts" : "refuses");
+        abort();
+    }
+    if (ok) {
+        /* the full value, its "user" object cut to the kept names, must equal the kept one */
+        lua_pop(l, 1);
+        if (lua_istable(l, 1)) {
+            lua_getfield(l, 1, "user");
+            if (lua_istable(l, -1)) {
+                int u = lua_gettop(l);
+                size_t i;
+                lua_newtable(l);
+                for (i = 0; i < 3; i++) {
+                    lua_getfield(l, u, kept_names[i]);
+                    lua_setfield(l, -2, kept_names[i]);
+                }
+                lua_setfield(l, 1, "user");   /* the full value is not needed any more */
+            }
+            lua_pop(l, 1);
+        }
+        if (differ(l, 1, -1, 0)) {
+            fprintf(stderr, "zd_json_decode_kept gives another value than zd_json_decode\n");
+            abort();
+        }
+    }
+    lua_settop(l, top);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     input in;
@@ -216,10 +269,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!lua_isnil(L, 1) || lua_type(L, 2) != LUA_TSTRING)
             abort();
         oracle(L, copy, size, 0);
+        lua_settop(L, 0);
+        check_kept(L, &in, 0);
     } else if (lua_gettop(L) == 1) {
         walk(L, 1, 0);
         check_flat_ints(L, copy, size);
         oracle(L, copy, size, 1);
+        check_kept(L, &in, 1);
     } else {
         abort();
     }

@@ -52,14 +52,17 @@ local function check_self(self, method)
   end
 end
 
--- syntax: user, meta = client:upsert_user(user)
-function Client:upsert_user(user)
+-- syntax: user, meta = client:upsert_user(user [, {fields = {"id", ...}}])
+-- With fields, the user comes back with only those fields: the rest of the answer is checked
+-- but not turned into Lua values, which makes a hot path (a sign-up hook) cheaper.
+function Client:upsert_user(user, opts)
   check_self(self, "upsert_user")
+  users.check_upsert_opts(opts, "upsert_user")
   local ok, err = users.check_upsert_arg(user, "upsert_user")
   if not ok then
     return nil, err
   end
-  return self.core:upsert(user)
+  return self.core:upsert(user, opts)
 end
 
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)

@@ -97,7 +97,7 @@ static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
 {
     int renames = 0, i;
     t = zd_absindex(L, t);
-    /* cjson stops at 1,000 levels, so this is not reached by decoded bodies; a subtree
+    /* the decoder stops at 1,000 levels, so this is not reached by decoded bodies; a subtree
      * that cannot be walked is dropped rather than left unscrubbed */
     if (depth > 1000 || !lua_checkstack(L, 8)) {
         lua_pushnil(L);
@@ -327,10 +327,15 @@ static void push_meta(lua_State *L, zd_xfer *x)
     add_response_fields(L, x);
 }
 
+/* The meta of a success holds three strings from the answer's headers: only when one of them
+ * holds a credential does the table need the walk that scrubs it. */
 static void push_meta_scrubbed(lua_State *L, zd_client *c, zd_xfer *x)
 {
+    const zd_resp *r = &x->resp;
     push_meta(L, x);
-    scrub_tree(L, c, -1, 0);
+    if (holds_secret(c, r->location, strlen(r->location)) || holds_secret(c, r->warn, strlen(r->warn)) ||
+        holds_secret(c, r->request_id, strlen(r->request_id)))
+        scrub_tree(L, c, -1, 0);
 }
 
 static int is_json(const zd_xfer *x)
@@ -467,7 +472,17 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
 
 /* Pushes value, meta for a successful transfer (value = body[key] when key is given),
  * or nil, err. */
+static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *key,
+                            const zd_keep *keep);
+
 static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
+{
+    return push_result_kept(L, c, x, key, NULL);
+}
+
+/* The same, with only the fields in keep of the object under key (upsert's `fields`). */
+static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *key,
+                            const zd_keep *keep)
 {
     long s = x->resp.status;
     if (x->cc != CURLE_OK || s < 200 || s > 299)
@@ -482,7 +497,7 @@ static int push_result(lua_State *L, zd_client *c, zd_xfer *x, const char *key)
             return 2;
         }
         lua_pushnil(L);
-    } else if (zd_json_decode(L, x->body.p, x->body.len) != 1) {
+    } else if (zd_json_decode_kept(L, x->body.p, x->body.len, keep) != 1) {
         lua_remove(L, -2);
         lua_pushnil(L);
         push_error(L, "http", NULL);
@@ -705,18 +720,67 @@ static void prepare(lua_State *L, zd_client *c, zd_xfer *x, const char *method, 
 
 /* ---- methods ---- */
 
+#define ZD_MAX_FIELDS 64
+
+/* upsert's options: {fields = {"id", ...}} -> keep (names anchored by the table at idx) */
+static int upsert_options(lua_State *L, int idx, zd_keep *keep, const char **names, size_t *lens)
+{
+    lua_Integer i, n;
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "fields") != 0)
+            return luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s' (upsert takes fields)",
+                                                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                        : luaL_typename(L, -1)));
+    }
+    lua_getfield(L, idx, "fields");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    n = lua_istable(L, -1) ? (lua_Integer)zd_rawlen(L, -1) : 0;
+    if (n < 1 || n > ZD_MAX_FIELDS)
+        return luaL_argerror(L, idx, "option 'fields' must be an array of 1 to 64 user field names");
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING || zd_rawlen(L, -1) == 0)
+            return luaL_argerror(L, idx, lua_pushfstring(L, "option 'fields': element %d must be a field name",
+                                                        (int)i));
+        names[i - 1] = lua_tolstring(L, -1, &lens[i - 1]);
+        lua_pop(L, 1);   /* still held by the fields table */
+    }
+    lua_pop(L, 1);   /* the fields table: still held by the options table */
+    keep->key = "user";
+    keep->keylen = 4;
+    keep->n = (int)n;
+    keep->names = names;
+    keep->lens = lens;
+    return 1;
+}
+
+/* client:upsert(user [, {fields = {...}}]): with fields, the user comes back with only those
+ * (the rest of the answer is checked but not made into Lua values: a cheaper call) */
 static int c_upsert(lua_State *L)
 {
     zd_client *c = check_client(L);
     zd_xfer *x;
+    zd_keep keep;
+    const char *names[ZD_MAX_FIELDS];
+    size_t lens[ZD_MAX_FIELDS];
+    int kept;
     static const char path[] = "/api/v2/users/create_or_update.json";
     luaL_checktype(L, 2, LUA_TTABLE);
+    kept = upsert_options(L, 3, &keep, names, lens);
     x = slot(L, c, 0);
     if (!encode_body(L, x, 2, "user", "user"))
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
     run(L, c, &x, 1);
-    return push_result(L, c, x, "user");
+    return push_result_kept(L, c, x, "user", kept ? &keep : NULL);
 }
 
 static int c_bulk_upsert(lua_State *L)

@@ -417,6 +417,8 @@ typedef struct {
     const char *p, *end, *start;
     int depth;
     const char *err;
+    const zd_keep *keep;   /* decode only some fields of one object (zd_json_decode_kept) */
+    int filtering;         /* set while the value of keep->key is read */
 } dec;
 
 /* 1 for the bytes a string's fast scan stops at: '"', '\\' and NUL */
@@ -643,12 +645,155 @@ static int dec_number(dec *d)
 }
 
 static int dec_value(dec *d);
+static int dec_literal(dec *d, const char *word, size_t n);
+
+/* ---- skipping a value: checked as strictly as it is read, but nothing is pushed ---- */
+
+static int skip_value(dec *d);
+
+/* d->p is just past the opening quote */
+static int skip_string(dec *d)
+{
+    const char *q = d->p;
+    unsigned cp, lo;
+    for (;;) {
+        while (q < d->end && !str_stop[(unsigned char)*q])
+            q++;
+        if (q < d->end && *q == '"') {
+            d->p = q + 1;
+            return 1;
+        }
+        if (q + 1 >= d->end) {
+            d->p = d->end;
+            return dec_fail(d, "unterminated string");
+        }
+        d->p = q;
+        if (*q == '\0')
+            return dec_fail(d, "NUL byte in a string");
+        switch (q[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            q += 2;
+            break;
+        case 'u':
+            if (d->end - q < 6 || !hex4(q + 2, &cp))
+                return dec_fail(d, "invalid \\u escape");
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (d->end - q < 12 || q[6] != '\\' || q[7] != 'u' || !hex4(q + 8, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return dec_fail(d, "unpaired surrogate in a \\u escape");
+                q += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return dec_fail(d, "unpaired surrogate in a \\u escape");
+            }
+            q += 6;
+            break;
+        default:
+            return dec_fail(d, "invalid escape in a string");
+        }
+    }
+}
+
+/* d->p is just past '{' or '[' */
+static int skip_container(dec *d, char close)
+{
+    skip_ws(d);
+    if (d->p < d->end && *d->p == close) {
+        d->p++;
+        return 1;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (d->p >= d->end || *d->p != '"')
+                return dec_fail(d, "expected a string key");
+            d->p++;
+            if (!skip_string(d))
+                return 0;
+            skip_ws(d);
+            if (d->p >= d->end || *d->p != ':')
+                return dec_fail(d, "expected ':' after a key");
+            d->p++;
+        }
+        if (!skip_value(d))
+            return 0;
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (d->p < d->end && *d->p == close) {
+            d->p++;
+            return 1;
+        }
+        return dec_fail(d, close == '}' ? "expected ',' or '}' in an object"
+                                        : "expected ',' or ']' in an array");
+    }
+}
+
+static int skip_value(dec *d)
+{
+    int ok;
+    skip_ws(d);
+    if (d->p >= d->end)
+        return dec_fail(d, "unexpected end of the text");
+    switch (*d->p) {
+    case '"':
+        d->p++;
+        return skip_string(d);
+    case '{':
+    case '[':
+        if (++d->depth > ZD_MAX_DECODE_DEPTH)
+            return dec_fail(d, "nested more than 1000 levels deep");
+        ok = skip_container(d, *d->p++ == '{' ? '}' : ']');
+        d->depth--;
+        return ok;
+    case 't':
+        return dec_literal(d, "true", 4);
+    case 'f':
+        return dec_literal(d, "false", 5);
+    case 'n':
+        return dec_literal(d, "null", 4);
+    default:
+        if (!dec_number(d))   /* cheap to push: no allocation below 64 characters */
+            return 0;
+        lua_pop(d->L, 1);
+        return 1;
+    }
+}
+
+/* Whether the key just read (s[0..n), raw text) is one the caller keeps. A key written with
+ * escapes is read first, then compared. */
+static int kept_key(dec *d, const char *s, size_t n)
+{
+    const zd_keep *k = d->keep;
+    int i;
+    if (memchr(s, '\\', n)) {
+        const char *save = d->p, *v;
+        size_t vn;
+        d->p = s;
+        if (!dec_string(d))
+            return -1;
+        v = lua_tolstring(d->L, -1, &vn);
+        for (i = 0; i < k->n; i++)
+            if (k->lens[i] == vn && memcmp(k->names[i], v, vn) == 0)
+                break;
+        lua_pop(d->L, 1);
+        d->p = save;
+        return i < k->n;
+    }
+    for (i = 0; i < k->n; i++)
+        if (k->lens[i] == n && memcmp(k->names[i], s, n) == 0)
+            return 1;
+    return 0;
+}
 
 /* d->p is just past '{'; pushes the table */
 static int dec_object(dec *d)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i;
+    int filter = d->filtering;   /* this object is the value of keep->key: keep some fields */
+    d->filtering = 0;
     /* the key and its value, or the table: each level of nesting takes slots of its own */
     luaL_checkstack(L, 4, "JSON nested too deeply");
     skip_ws(d);
@@ -661,14 +806,45 @@ static int dec_object(dec *d)
         if (d->p >= d->end || *d->p != '"')
             return dec_fail(d, "expected a string key");
         d->p++;
-        if (!dec_string(d))
-            return 0;
-        skip_ws(d);
-        if (d->p >= d->end || *d->p != ':')
-            return dec_fail(d, "expected ':' after a key");
-        d->p++;
+        if (filter) {
+            const char *key = d->p;
+            int want;
+            if (!skip_string(d))
+                return 0;
+            want = kept_key(d, key, (size_t)(d->p - 1 - key));
+            if (want < 0)
+                return 0;
+            skip_ws(d);
+            if (d->p >= d->end || *d->p != ':')
+                return dec_fail(d, "expected ':' after a key");
+            d->p++;
+            if (!want) {
+                if (!skip_value(d))
+                    return 0;
+                goto next;
+            }
+            {
+                const char *after = d->p;
+                d->p = key;
+                dec_string(d);   /* read once already: cannot fail */
+                d->p = after;
+            }
+        } else {
+            if (!dec_string(d))
+                return 0;
+            skip_ws(d);
+            if (d->p >= d->end || *d->p != ':')
+                return dec_fail(d, "expected ':' after a key");
+            d->p++;
+            if (d->keep && d->depth == 1) {
+                size_t kn;
+                const char *k = lua_tolstring(L, -1, &kn);
+                d->filtering = kn == d->keep->keylen && memcmp(k, d->keep->key, kn) == 0;
+            }
+        }
         if (!dec_value(d))
             return 0;
+        d->filtering = 0;
         if (t) {
             lua_rawset(L, t);
         } else if (++n == ZD_GATHER) {
@@ -685,6 +861,7 @@ static int dec_object(dec *d)
         } else {
             luaL_checkstack(L, 4, "JSON object too large");
         }
+    next:
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') {
             d->p++;
@@ -701,6 +878,8 @@ static int dec_object(dec *d)
         return 1;
     /* one table of the right size, filled in document order (a repeated key: the last wins) */
     lua_createtable(L, 0, n);
+    if (n == 0)   /* every field skipped (fields) */
+        return 1;
     t = lua_gettop(L);
     for (i = 0; i < n; i++) {
         lua_pushvalue(L, base + 1 + 2 * i);
@@ -822,11 +1001,17 @@ static int dec_protected(lua_State *L)
 
 int zd_json_decode(lua_State *L, const char *s, size_t n)
 {
+    return zd_json_decode_kept(L, s, n, NULL);
+}
+
+int zd_json_decode_kept(lua_State *L, const char *s, size_t n, const zd_keep *keep)
+{
     dec d;
     int rc;
     memset(&d, 0, sizeof d);
     d.p = d.start = s;
     d.end = s + n;
+    d.keep = keep;
     lua_pushcfunction(L, dec_protected);
     lua_pushlightuserdata(L, &d);
     rc = lua_pcall(L, 1, 1, 0);

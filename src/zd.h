@@ -54,6 +54,16 @@ int zd_valid_email(const char *s, size_t n);
  * pass, integral numbers as integers, exact to 2^63-1). */
 int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
 int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
+/* Only some fields of one object: in the top-level object, the object under `key` keeps only
+ * the members named in names (the rest is checked but not made into Lua values). */
+typedef struct {
+    const char *key;
+    size_t keylen;
+    int n;
+    const char *const *names;
+    const size_t *lens;
+} zd_keep;
+int zd_json_decode_kept(lua_State *L, const char *s, size_t n, const zd_keep *keep);
 int zd_is_null(lua_State *L, int idx);
 
 #endif

@@ -121,4 +121,63 @@ describe("client:upsert_user", function()
     local ua = reqs[#reqs].headers["user-agent"]
     assert.matches("^lua%-zendesk/%d+%.%d+%.%d+ libcurl/%d", ua)
   end)
+
+  describe("with fields", function()
+    it("returns only the fields asked for, with meta whole", function()
+      s:config{ id_start = 9007199254740993 }
+      local user, meta = client:upsert_user({ email = "f@example.com", name = "F", tags = { "x" } },
+                                            { fields = { "id", "tags", "no_such_field" } })
+      assert.is_table(user, tostring(meta))
+      assert.same({ "id", "tags" }, (function() local k = {} for n in pairs(user) do k[#k + 1] = n end table.sort(k) return k end)())
+      assert.equal(9007199254740993, user.id)
+      assert.equal("integer", math.type(user.id))
+      assert.same({ "x" }, user.tags)
+      assert.equal(201, meta.status)
+      assert.is_true(meta.created)
+      assert.is_string(meta.request_id)
+      local again, meta2 = client:upsert_user({ email = "f@example.com", name = "F2" }, { fields = { "name" } })
+      assert.same({ name = "F2" }, again)
+      assert.is_false(meta2.created)
+      -- none of them there: an empty user, not an error
+      local none = client:upsert_user({ email = "f@example.com", name = "F3" }, { fields = { "no_such_field" } })
+      assert.same({}, none)
+    end)
+
+    it("reads the answer as strictly as without fields", function()
+      local function answer(body)
+        s:fault{ path = "/api/v2/users/create_or_update.json", status = 200, content_type = "application/json", body = body }
+        return client:upsert_user({ email = "g@example.com", name = "G" }, { fields = { "id", "name", "tags" } })
+      end
+      -- escaped keys and values, nested skipped values, a repeated key, other top-level keys
+      local u = assert(answer('{"before":{"id":1},"user":{"url":"x\\"y","n\\u0061me":"G\\u00e9",'
+        .. '"photo":{"a":[1,2.5,{"b":null}],"c":"\\ud83d\\ude00"},"id":36146830593,"tags":["t"],'
+        .. '"id":36146830594,"active":true,"x":-1e3},"after":[{"id":2}]}'))
+      assert.same({ id = 36146830594, name = "Gé", tags = { "t" } }, u)
+      -- invalid JSON inside a skipped value is still invalid JSON
+      for _, bad in ipairs{ '{"user":{"id":1,"photo":[1,]}}', '{"user":{"id":1,"url":"\\x"}}',
+                            '{"user":{"id":1,"url":"\\ud800"}}', '{"user":{"id":1,"v":01}}',
+                            '{"user":{"id":1,"v":tru}}', '{"user":{"id":1,"v":"a}}' } do
+        local v, err = answer(bad)
+        assert.is_nil(v, bad)
+        assert.equal("InvalidJSON", err.code, bad)
+      end
+      -- an answer without the user object is the same error as without fields
+      local v, err = answer('{"users":[]}')
+      assert.is_nil(v)
+      assert.equal("InvalidResponse", err.code)
+    end)
+
+    it("refuses options it does not know, naming them", function()
+      local u = { email = "o@example.com", name = "O" }
+      assert.has_error(function() client:upsert_user(u, "id") end,
+        "upsert_user: argument 'opts' must be a table, got string")
+      assert.has_error(function() client:upsert_user(u, { field = { "id" } }) end,
+        "upsert_user: unknown option 'field' (upsert_user takes fields)")
+      assert.has_error(function() client:upsert_user(u, { fields = {} }) end,
+        "upsert_user: option 'fields' must be an array of 1 to 64 user field names")
+      assert.has_error(function() client:upsert_user(u, { fields = { "id", 7 } }) end,
+        "upsert_user: option 'fields': element 2 must be a field name, got '7'")
+      assert.equal(0, #s:requests())
+    end)
+  end)
 end)

@@ -186,6 +186,29 @@ function _M.check_upsert_arg(user, method)
   return _M.validate(user, "user")
 end
 
+-- upsert_user's options ({fields = {"id", ...}}, or nil): misuse raises at the caller.
+function _M.check_upsert_opts(opts, method)
+  if opts == nil then return end
+  if type(opts) ~= "table" then
+    error(method .. ": argument 'opts' must be a table, got " .. type(opts), 3)
+  end
+  for k in pairs(opts) do
+    if k ~= "fields" then
+      error(method .. ": unknown option '" .. tostring(k) .. "' (upsert_user takes fields)", 3)
+    end
+  end
+  local f = opts.fields
+  if f == nil then return end
+  if type(f) ~= "table" or #f < 1 or #f > 64 then
+    error(method .. ": option 'fields' must be an array of 1 to 64 user field names", 3)
+  end
+  for i = 1, #f do
+    if type(f[i]) ~= "string" or f[i] == "" then
+      error(method .. ": option 'fields': element " .. i .. " must be a field name, got " .. show(f[i]), 3)
+    end
+  end
+end
+
 -- The same before a bulk upsert of 1 to 100 users.
 function _M.check_upsert_many_arg(list, method)
   if type(list) ~= "table" then
