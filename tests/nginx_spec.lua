@@ -214,6 +214,47 @@ describe("zendesk.nginx", function()
     end)
   end)
 
+  describe("the client, through a test location", function()
+    -- tests/support/nginx_probe.lua: a client of its own, one worker, its thread trips counted
+    local function upsert(user, opts)
+      local body = standin.encode{ user = user, opts = opts }
+      local r = ng:request("POST", "/t/upsert", body)
+      assert.equal(200, r.status, r.body)
+      return decode(r.body)
+    end
+    local function calls()
+      return decode(ng:request("GET", "/t/calls").body)
+    end
+
+    it("sends the configuration to a thread VM once: it asks on its first call, then reuses its client", function()
+      start{ workers = 1, probe = true }
+      -- one at a time: nginx hands the same (most recently freed) thread VM each call
+      local out = upsert({ email = "first@example.com", name = "First" })
+      assert.is_true(out.created, out.error)
+      assert.same({ calls = 2, with_cfg = 1, need_cfg = 1 }, calls())
+      assert.equal(1, s:stats().requests)   -- the trip that asked for cfg sent nothing
+      for i = 1, 5 do
+        out = upsert({ email = "again" .. i .. "@example.com", name = "Again" })
+        assert.is_true(out.created, out.error)
+      end
+      assert.same({ calls = 5, with_cfg = 0, need_cfg = 0 }, calls())
+      assert.equal(6, s:stats().requests)
+
+      -- side by side: every new thread VM asks once (at most one per request in flight)
+      local bodies = {}
+      for i = 1, 80 do
+        bodies[i] = string.format('{"user":{"email":"par%d@example.com","name":"P %d"}}', i, i)
+      end
+      local answers = nginx.parallel(ng.url .. "/t/upsert", bodies, 10)
+      assert.equal(80, count(answers)[200], show(count(answers)))
+      local c = calls()
+      assert.equal(86, #s:users())
+      assert.equal(c.need_cfg, c.with_cfg)
+      assert.equal(80 + c.need_cfg, c.calls)
+      assert.is_true(c.need_cfg <= 10, c.need_cfg .. " trips for cfg")
+    end)
+  end)
+
   it("keeps the event loop free while Zendesk is slow", function()
     start{ workers = 1, init = "max_wait = 5," }
     -- one sign-up first, so the account's limit is known and the next ones go out together

@@ -190,12 +190,18 @@ local function check_self(self, method)
   end
 end
 
--- Runs one core method in the thread pool, within the budget.
+-- Runs one core method in the thread pool, within the budget. Arguments and results are deep
+-- copied between this VM and the thread's, so the configuration goes only to a thread VM that
+-- has no client for it yet (it answers need_cfg without any I/O); it keeps it from then on.
 local function run(self, method, a, b, c)
   local ticket, err = acquire(self)
   if not ticket then return nil, err end
   local ok, done, out = pcall(run_worker_thread, self.pool, THREAD_MODULE, "call",
-                              self.key, self.cfg, self.dict_name, method, a, b, c)
+                              self.key, nil, self.dict_name, method, a, b, c)
+  if ok and done and type(out) == "table" and out.need_cfg then
+    ok, done, out = pcall(run_worker_thread, self.pool, THREAD_MODULE, "call",
+                          self.key, self.cfg, self.dict_name, method, a, b, c)
+  end
   release(self, ticket, method, ok and done and out)
   if not ok or not done then
     local msg = tostring(ok and out or done)
