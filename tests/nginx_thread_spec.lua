@@ -63,6 +63,15 @@ describe("zendesk.nginx_thread", function()
     assert.equal(2, s:stats().requests)
   end)
 
+  it("returns only the user fields asked for, meta complete", function()
+    thread.call("k1", token_cfg("a"), "zd", "job_status", "V3-0")
+    local out = thread.call("k1", nil, "zd", "upsert_user", { email = "ann@example.com", name = "Ann" }, { "id", "name" })
+    assert.same({ id = s:users()[1].id, name = "Ann" }, out.value)
+    assert.is_true(out.meta.created)
+    assert.equal(201, out.meta.status)
+    assert.is_string(out.meta.request_id)
+  end)
+
   it("asks again for a configuration whose client was evicted", function()
     thread.call("k0", token_cfg("k0"), "zd", "job_status", "V3-0")
     for i = 1, 16 do   -- MAX_CLIENTS more configurations: k0 is the least recently used
@@ -89,8 +98,8 @@ describe("zendesk.nginx_thread", function()
     dict:set("tok:ko", gen .. "\n" .. new.access_token .. "\n" .. new.refresh_token)
     s:admin("DELETE", "/__admin/requests")
 
-    out = thread.call("ko", nil, "zd", "upsert_user", { email = "o@example.com", name = "O2" })
-    assert.equal("O2", out.value.name)
+    out = thread.call("ko", nil, "zd", "upsert_user", { email = "o@example.com", name = "O2" }, { "name" })
+    assert.same({ name = "O2" }, out.value)
     assert.is_nil(out.rotated)
     local seen = s:requests()
     assert.equal(1, #seen)   -- straight with the published token: no 401, no refresh

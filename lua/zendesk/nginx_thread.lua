@@ -6,12 +6,12 @@
 -- Only plain data crosses back to the worker: one table holding the value, its meta or the
 -- error, the events to replay and the rotated pair for the caller's on_refresh.
 -- Each crossing is a deep copy (ngx_http_lua_xcopy), so the worker sends the configuration only
--- when this VM asks for it (it keeps it with the client).
+-- when this VM asks for it (it keeps it with the client) and may ask for only some user fields.
 -- luacheck: read globals ngx
 local zendesk = require "zendesk"
 local core = require "zendesk.core"
 
-local next, pairs, pcall, error, tonumber, tostring = next, pairs, pcall, error, tonumber, tostring
+local next, pairs, pcall, error, tonumber, tostring, type = next, pairs, pcall, error, tonumber, tostring, type
 local is_error = zendesk.is_error
 
 local _M = { _VERSION = zendesk._VERSION }
@@ -112,9 +112,21 @@ local function client_for(key, cfg, dict)
   return entry
 end
 
+-- Keeps only the named top-level fields of a user: the rest would be copied to the worker's VM
+-- for nothing. (Once the core takes upsert_user(user, {fields = ...}) itself, pass it that.)
+local function only_fields(user, fields)
+  local t = {}
+  for i = 1, #fields do
+    local k = fields[i]
+    t[k] = user[k]
+  end
+  return t
+end
+
 -- syntax: out = call(key, cfg, dict_name, method, a, b, c)
 -- out = {value =, meta =} or {err =}, plus events = {...} and rotated = {...} when there were any;
--- {need_cfg = true} when cfg is nil and this VM has no client for key.
+-- {need_cfg = true} when cfg is nil and this VM has no client for key. For upsert_user, b is nil
+-- or the array of the user fields to return.
 function _M.call(key, cfg, dict_name, method, a, b, c)
   if not METHODS[method] then
     error("zendesk.nginx_thread: unknown method '" .. tostring(method) .. "'", 2)
@@ -122,6 +134,8 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
   local entry = clients[key]
   if not entry and not cfg then return NEED_CFG end
   cfg = cfg or entry.cfg
+  local fields
+  if method == "upsert_user" then fields, b = b, nil end
   local dict = ngx.shared[dict_name]
   pending = { events = {} }
   entry = client_for(key, cfg, dict)
@@ -150,6 +164,7 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
     out.err = meta   -- its metatable stays behind; the worker puts core.error's back
   else
     out.value, out.meta = value, meta
+    if fields and type(value) == "table" then out.value = only_fields(value, fields) end
   end
   return out
 end
