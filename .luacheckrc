@@ -9,4 +9,5 @@ files["lua/zendesk/nginx.lua"] = { std = "max+ngx_lua" }
 files["lua/zendesk/nginx_thread.lua"] = { std = "max+ngx_lua" }
 files["tests/fake_zendesk/**/*.lua"] = { std = "max+ngx_lua" }
 files["examples/nginx/**/*.lua"] = { std = "max+ngx_lua" }
+files["tests/support/nginx_probe.lua"] = { std = "max+ngx_lua" }
 files["bench/**/*.lua"] = { globals = { "wrk", "request", "response", "setup", "init", "done" } }

@@ -214,6 +214,94 @@ describe("zendesk.nginx", function()
     end)
   end)
 
+  describe("the client, through a test location", function()
+    -- tests/support/nginx_probe.lua: a client of its own, one worker, its thread trips counted
+    local function upsert(user, opts)
+      local body = standin.encode{ user = user, opts = opts }
+      local r = ng:request("POST", "/t/upsert", body)
+      assert.equal(200, r.status, r.body)
+      return decode(r.body)
+    end
+    local function calls()
+      return decode(ng:request("GET", "/t/calls").body)
+    end
+
+    it("returns only the user fields asked for, with the exact id and a complete meta", function()
+      start{ workers = 1, probe = true }
+      local out = upsert({ email = "ann@example.com", name = "Ann" }, { fields = { "id", "email" } })
+      assert.is_true(out.ok, out.error)
+      local stored = s:users()[1]
+      assert.same({ id = stored.id, email = "ann@example.com" }, out.user)
+      assert.is_true(out.created)
+
+      out = upsert({ email = "ann@example.com", name = "Ann B" }, { fields = { "id" } })
+      assert.same({ id = stored.id }, out.user)
+      assert.is_false(out.created)
+
+      -- without opts (or without fields): the whole user, as before
+      out = upsert({ email = "ann@example.com", name = "Ann C" })
+      assert.equal(stored.id, out.user.id)
+      assert.equal("Ann C", out.user.name)
+      local n = 0
+      for _ in pairs(out.user) do n = n + 1 end
+      assert.is_true(n > 20, n .. " fields")
+      out = upsert({ email = "ann@example.com", name = "Ann D" }, {})
+      assert.equal("Ann D", out.user.name)
+      -- the example's sign-up asks for the id only and still answers it exactly
+      local r = ng:request("POST", "/signup", '{"email":"bo@example.com","name":"Bo"}')
+      assert.equal(201, r.status, r.body)
+      assert.equal(s:users()[2].id, decode(r.body).id)
+    end)
+
+    it("raises an error naming the argument for bad opts, before any request", function()
+      start{ workers = 1, probe = true }
+      local user = { email = "ann@example.com", name = "Ann" }
+      local cases = {
+        { "yes", "upsert_user: argument 'opts' must be a table, got string" },
+        { { field = { "id" } }, "upsert_user: unknown option 'field' (known: fields)" },
+        { { fields = "id" }, [[upsert_user: option 'fields' must be an array of user field names (strings), such as {"id"} (got string)]] },
+        { { fields = { 1 } }, "fields[1] is a number" },
+        { { fields = { "id", true } }, "fields[2] is a boolean" },
+        { { fields = { id = "id" } }, [[(found key "id")]] },
+      }
+      for _, c in ipairs(cases) do
+        local out = upsert(user, c[1])
+        assert.is_false(out.ok)
+        assert.truthy(out.error:find(c[2], 1, true), out.error)
+      end
+      assert.equal(0, s:stats().requests)
+      assert.equal(0, calls().calls)
+    end)
+
+    it("sends the configuration to a thread VM once: it asks on its first call, then reuses its client", function()
+      start{ workers = 1, probe = true }
+      -- one at a time: nginx hands the same (most recently freed) thread VM each call
+      local out = upsert({ email = "first@example.com", name = "First" }, { fields = { "id" } })
+      assert.is_true(out.created, out.error)
+      assert.same({ calls = 2, with_cfg = 1, need_cfg = 1 }, calls())
+      assert.equal(1, s:stats().requests)   -- the trip that asked for cfg sent nothing
+      for i = 1, 5 do
+        out = upsert({ email = "again" .. i .. "@example.com", name = "Again" }, { fields = { "id" } })
+        assert.is_true(out.created, out.error)
+      end
+      assert.same({ calls = 5, with_cfg = 0, need_cfg = 0 }, calls())
+      assert.equal(6, s:stats().requests)
+
+      -- side by side: every new thread VM asks once (at most one per request in flight)
+      local bodies = {}
+      for i = 1, 80 do
+        bodies[i] = string.format('{"user":{"email":"par%d@example.com","name":"P %d"},"opts":{"fields":["id"]}}', i, i)
+      end
+      local answers = nginx.parallel(ng.url .. "/t/upsert", bodies, 10)
+      assert.equal(80, count(answers)[200], show(count(answers)))
+      local c = calls()
+      assert.equal(86, #s:users())
+      assert.equal(c.need_cfg, c.with_cfg)
+      assert.equal(80 + c.need_cfg, c.calls)
+      assert.is_true(c.need_cfg <= 10, c.need_cfg .. " trips for cfg")
+    end)
+  end)
+
   it("keeps the event loop free while Zendesk is slow", function()
     start{ workers = 1, init = "max_wait = 5," }
     -- one sign-up first, so the account's limit is known and the next ones go out together

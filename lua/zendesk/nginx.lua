@@ -190,12 +190,18 @@ local function check_self(self, method)
   end
 end
 
--- Runs one core method in the thread pool, within the budget.
+-- Runs one core method in the thread pool, within the budget. Arguments and results are deep
+-- copied between this VM and the thread's, so the configuration goes only to a thread VM that
+-- has no client for it yet (it answers need_cfg without any I/O); it keeps it from then on.
 local function run(self, method, a, b, c)
   local ticket, err = acquire(self)
   if not ticket then return nil, err end
   local ok, done, out = pcall(run_worker_thread, self.pool, THREAD_MODULE, "call",
-                              self.key, self.cfg, self.dict_name, method, a, b, c)
+                              self.key, nil, self.dict_name, method, a, b, c)
+  if ok and done and type(out) == "table" and out.need_cfg then
+    ok, done, out = pcall(run_worker_thread, self.pool, THREAD_MODULE, "call",
+                          self.key, self.cfg, self.dict_name, method, a, b, c)
+  end
   release(self, ticket, method, ok and done and out)
   if not ok or not done then
     local msg = tostring(ok and out or done)
@@ -313,12 +319,50 @@ function _M.new(opts)
   return self
 end
 
--- syntax: user, meta = client:upsert_user(user)
-function Client:upsert_user(user)
+-- upsert_user's opts: returns the fields array, or nil for the whole user.
+local function check_upsert_opts(opts)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then
+    error("upsert_user: argument 'opts' must be a table, got " .. type(opts), 3)
+  end
+  for k in pairs(opts) do
+    if k ~= "fields" then
+      error("upsert_user: unknown option '" .. tostring(k) .. "' (known: fields)", 3)
+    end
+  end
+  local fields = opts.fields
+  if fields == nil then return nil end
+  local why
+  if type(fields) ~= "table" then
+    why = "got " .. type(fields)
+  else
+    local n = #fields
+    for k, v in pairs(fields) do
+      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+        why = "found key " .. format("%q", tostring(k))
+        break
+      elseif type(v) ~= "string" then
+        why = format("fields[%d] is a %s", k, type(v))
+        break
+      end
+    end
+  end
+  if why then
+    error("upsert_user: option 'fields' must be an array of user field names (strings), such as {\"id\"} ("
+      .. why .. ")", 3)
+  end
+  return fields
+end
+
+-- syntax: user, meta = client:upsert_user(user, opts)
+-- opts.fields: the top-level user fields to return (say {"id"}); the thread drops the others
+-- instead of copying the whole user (45 fields) back to this VM.
+function Client:upsert_user(user, opts)
   check_self(self, "upsert_user")
+  local fields = check_upsert_opts(opts)
   local ok, err = users.check_upsert_arg(user, "upsert_user")
   if not ok then return nil, err end
-  return run(self, "upsert_user", user)
+  return run(self, "upsert_user", user, fields)
 end
 
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)

@@ -5,11 +5,13 @@
 -- they arrive, because Zendesk deletes the old pair at once and every other thread needs the new.
 -- Only plain data crosses back to the worker: one table holding the value, its meta or the
 -- error, the events to replay and the rotated pair for the caller's on_refresh.
+-- Each crossing is a deep copy (ngx_http_lua_xcopy), so the worker sends the configuration only
+-- when this VM asks for it (it keeps it with the client) and may ask for only some user fields.
 -- luacheck: read globals ngx
 local zendesk = require "zendesk"
 local core = require "zendesk.core"
 
-local next, pairs, pcall, error, tonumber, tostring = next, pairs, pcall, error, tonumber, tostring
+local next, pairs, pcall, error, tonumber, tostring, type = next, pairs, pcall, error, tonumber, tostring, type
 local is_error = zendesk.is_error
 
 local _M = { _VERSION = zendesk._VERSION }
@@ -23,6 +25,10 @@ local MAX_CLIENTS = 16
 
 local clients, count, tick = {}, 0, 0
 local pending   -- what the hooks of the call in progress collect
+
+-- The answer to a call without cfg for a configuration this VM has no client for (its first
+-- call, or the client was evicted): nothing was sent, the worker calls again with cfg.
+local NEED_CFG = { need_cfg = true }
 
 -- The newest token pair of a configuration: generation, access token, refresh token.
 local function shared_tokens(dict, key)
@@ -51,7 +57,7 @@ local function evict()
 end
 
 local function build(key, cfg, dict)
-  local entry = { gen = 0 }
+  local entry = { gen = 0, cfg = cfg }   -- cfg kept for the rebuild after a token rotation
   local opts = {}
   for k, v in pairs(cfg) do opts[k] = v end
   opts.on_event = function(ev)
@@ -106,15 +112,33 @@ local function client_for(key, cfg, dict)
   return entry
 end
 
+-- Keeps only the named top-level fields of a user: the rest would be copied to the worker's VM
+-- for nothing. (Once the core takes upsert_user(user, {fields = ...}) itself, pass it that.)
+local function only_fields(user, fields)
+  local t = {}
+  for i = 1, #fields do
+    local k = fields[i]
+    t[k] = user[k]
+  end
+  return t
+end
+
 -- syntax: out = call(key, cfg, dict_name, method, a, b, c)
--- out = {value =, meta =} or {err =}, plus events = {...} and rotated = {...} when there were any.
+-- out = {value =, meta =} or {err =}, plus events = {...} and rotated = {...} when there were any;
+-- {need_cfg = true} when cfg is nil and this VM has no client for key. For upsert_user, b is nil
+-- or the array of the user fields to return.
 function _M.call(key, cfg, dict_name, method, a, b, c)
   if not METHODS[method] then
     error("zendesk.nginx_thread: unknown method '" .. tostring(method) .. "'", 2)
   end
+  local entry = clients[key]
+  if not entry and not cfg then return NEED_CFG end
+  cfg = cfg or entry.cfg
+  local fields
+  if method == "upsert_user" then fields, b = b, nil end
   local dict = ngx.shared[dict_name]
   pending = { events = {} }
-  local entry = client_for(key, cfg, dict)
+  entry = client_for(key, cfg, dict)
   local ok, value, meta = pcall(entry.client[method], entry.client, a, b, c)
   if ok and value == nil and cfg.oauth and is_error(meta) and meta.status == 401 and not pending.rotated then
     -- another thread may have spent the refresh token we held: its new pair is published the
@@ -140,6 +164,7 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
     out.err = meta   -- its metatable stays behind; the worker puts core.error's back
   else
     out.value, out.meta = value, meta
+    if fields and type(value) == "table" then out.value = only_fields(value, fields) end
   end
   return out
 end

@@ -29,7 +29,8 @@ local Nginx = {}
 Nginx.__index = Nginx
 
 -- opts: workers (worker_processes), init (Lua table fields for zendesk_app.init, replacing the
--- example's), env ({NAME = value} for nginx's environment; the example's `env` lines pass them).
+-- example's), env ({NAME = value} for nginx's environment; the example's `env` lines pass them),
+-- probe (true: add tests/support/nginx_probe.lua's /t/upsert and /t/calls).
 function M.start(opts)
   opts = opts or {}
   assert(io.open(ROOT .. "build/luajit/zendesk/core.so"), "build the LuaJIT core first: make LUA=luajit")
@@ -41,6 +42,19 @@ function M.start(opts)
   conf = replace(conf, "worker_processes 2;", "worker_processes " .. (opts.workers or 2) .. ";")
   if opts.init then
     conf = replace(conf, "max_wait = 10,   -- seconds a request may wait for rate budget before a 503", opts.init)
+  end
+  if opts.probe then
+    local examples = ROOT .. "examples/nginx/?.lua;"
+    conf = replace(conf, examples, examples .. ROOT .. "tests/support/?.lua;")
+    conf = replace(conf, "        location = /health {", [[
+        location = /t/upsert {
+            content_by_lua_block { require("nginx_probe").upsert() }
+        }
+        location = /t/calls {
+            content_by_lua_block { require("nginx_probe").calls() }
+        }
+
+        location = /health {]])
   end
   if is_root() then
     conf = "user root;\n" .. conf   -- the workers read the checkout and write the temp dirs
