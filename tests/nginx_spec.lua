@@ -258,11 +258,12 @@ describe("zendesk.nginx", function()
       local user = { email = "ann@example.com", name = "Ann" }
       local cases = {
         { "yes", "upsert_user: argument 'opts' must be a table, got string" },
-        { { field = { "id" } }, "upsert_user: unknown option 'field' (known: fields)" },
-        { { fields = "id" }, [[upsert_user: option 'fields' must be an array of user field names (strings), such as {"id"} (got string)]] },
-        { { fields = { 1 } }, "fields[1] is a number" },
-        { { fields = { "id", true } }, "fields[2] is a boolean" },
-        { { fields = { id = "id" } }, [[(found key "id")]] },
+        { { field = { "id" } }, "upsert_user: unknown option 'field' (upsert_user takes fields)" },
+        { { fields = "id" }, "upsert_user: option 'fields' must be an array of 1 to 64 user field names" },
+        { { fields = { 1 } }, "upsert_user: option 'fields': element 1 must be a field name, got '1'" },
+        { { fields = { "id", true } }, "option 'fields': element 2 must be a field name, got 'true'" },
+        { { fields = { id = "id" } }, "option 'fields' must be an array of 1 to 64 user field names" },
+        { { fields = {} }, "option 'fields' must be an array of 1 to 64 user field names" },
       }
       for _, c in ipairs(cases) do
         local out = upsert(user, c[1])

@@ -319,50 +319,15 @@ function _M.new(opts)
   return self
 end
 
--- upsert_user's opts: returns the fields array, or nil for the whole user.
-local function check_upsert_opts(opts)
-  if opts == nil then return nil end
-  if type(opts) ~= "table" then
-    error("upsert_user: argument 'opts' must be a table, got " .. type(opts), 3)
-  end
-  for k in pairs(opts) do
-    if k ~= "fields" then
-      error("upsert_user: unknown option '" .. tostring(k) .. "' (known: fields)", 3)
-    end
-  end
-  local fields = opts.fields
-  if fields == nil then return nil end
-  local why
-  if type(fields) ~= "table" then
-    why = "got " .. type(fields)
-  else
-    local n = #fields
-    for k, v in pairs(fields) do
-      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
-        why = "found key " .. format("%q", tostring(k))
-        break
-      elseif type(v) ~= "string" then
-        why = format("fields[%d] is a %s", k, type(v))
-        break
-      end
-    end
-  end
-  if why then
-    error("upsert_user: option 'fields' must be an array of user field names (strings), such as {\"id\"} ("
-      .. why .. ")", 3)
-  end
-  return fields
-end
-
--- syntax: user, meta = client:upsert_user(user, opts)
--- opts.fields: the top-level user fields to return (say {"id"}); the thread drops the others
--- instead of copying the whole user (45 fields) back to this VM.
+-- syntax: user, meta = client:upsert_user(user [, {fields = {"id", ...}}])
+-- opts.fields: the top-level user fields to return (say {"id"}); the core in the thread decodes
+-- only those, and only those are copied back to this VM instead of the whole user (45 fields).
 function Client:upsert_user(user, opts)
   check_self(self, "upsert_user")
-  local fields = check_upsert_opts(opts)
+  users.check_upsert_opts(opts, "upsert_user")
   local ok, err = users.check_upsert_arg(user, "upsert_user")
   if not ok then return nil, err end
-  return run(self, "upsert_user", user, fields)
+  return run(self, "upsert_user", user, opts and opts.fields)
 end
 
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)

@@ -11,7 +11,7 @@
 local zendesk = require "zendesk"
 local core = require "zendesk.core"
 
-local next, pairs, pcall, error, tonumber, tostring, type = next, pairs, pcall, error, tonumber, tostring, type
+local next, pairs, pcall, error, tonumber, tostring = next, pairs, pcall, error, tonumber, tostring
 local is_error = zendesk.is_error
 
 local _M = { _VERSION = zendesk._VERSION }
@@ -112,17 +112,6 @@ local function client_for(key, cfg, dict)
   return entry
 end
 
--- Keeps only the named top-level fields of a user: the rest would be copied to the worker's VM
--- for nothing. (Once the core takes upsert_user(user, {fields = ...}) itself, pass it that.)
-local function only_fields(user, fields)
-  local t = {}
-  for i = 1, #fields do
-    local k = fields[i]
-    t[k] = user[k]
-  end
-  return t
-end
-
 -- syntax: out = call(key, cfg, dict_name, method, a, b, c)
 -- out = {value =, meta =} or {err =}, plus events = {...} and rotated = {...} when there were any;
 -- {need_cfg = true} when cfg is nil and this VM has no client for key. For upsert_user, b is nil
@@ -134,8 +123,9 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
   local entry = clients[key]
   if not entry and not cfg then return NEED_CFG end
   cfg = cfg or entry.cfg
-  local fields
-  if method == "upsert_user" then fields, b = b, nil end
+  if method == "upsert_user" and b then
+    b = { fields = b }   -- the core decodes only these fields of the answer
+  end
   local dict = ngx.shared[dict_name]
   pending = { events = {} }
   entry = client_for(key, cfg, dict)
@@ -164,7 +154,6 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
     out.err = meta   -- its metatable stays behind; the worker puts core.error's back
   else
     out.value, out.meta = value, meta
-    if fields and type(value) == "table" then out.value = only_fields(value, fields) end
   end
   return out
 end
