@@ -215,7 +215,8 @@ static void check_kept(lua_State *l, input *in, int full_ok)
         lua_pop(l, 1);
         if (lua_istable(l, 1)) {
             lua_getfield(l, 1, "user");
-            if (lua_istable(l, -1)) {
+            /* an object: only string keys; an array (integer keys 1..n) is not cut */
+            if (lua_istable(l, -1) && lua_rawlen(l, -1) == 0) {
                 int u = lua_gettop(l);
                 size_t i;
                 lua_newtable(l);

@@ -896,6 +896,7 @@ static int dec_array(dec *d)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i;
+    d->filtering = 0;   /* fields apply to the object under keep->key, not to one in an array */
     luaL_checkstack(L, 3, "JSON nested too deeply");
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
