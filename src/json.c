@@ -418,7 +418,6 @@ typedef struct {
     int depth;
     const char *err;
     const zd_keep *keep;   /* decode only some fields of one object (zd_json_decode_kept) */
-    int filtering;         /* set while the value of keep->key is read */
 } dec;
 
 /* 1 for the bytes a string's fast scan stops at: '"', '\\' and NUL */
@@ -483,6 +482,40 @@ static void add_utf8(luaL_Buffer *b, unsigned cp)
     luaL_addlstring(b, s, n);
 }
 
+/* The escape at q (a backslash): its length in the text (2, 6 or 12 for a surrogate pair) and
+ * in *cp what it stands for; 0 when it is invalid (d->p and the error set). */
+static int read_escape(dec *d, const char *q, unsigned *cp)
+{
+    unsigned lo;
+    d->p = q;
+    if (d->end - q < 2)
+        return dec_fail(d, "unterminated string");
+    switch (q[1]) {
+    case '"': *cp = '"'; return 2;
+    case '\\': *cp = '\\'; return 2;
+    case '/': *cp = '/'; return 2;
+    case 'b': *cp = '\b'; return 2;
+    case 'f': *cp = '\f'; return 2;
+    case 'n': *cp = '\n'; return 2;
+    case 'r': *cp = '\r'; return 2;
+    case 't': *cp = '\t'; return 2;
+    case 'u':
+        if (d->end - q < 6 || !hex4(q + 2, cp))
+            return dec_fail(d, "invalid \\u escape");
+        if (*cp >= 0xDC00 && *cp <= 0xDFFF)
+            return dec_fail(d, "unpaired surrogate in a \\u escape");
+        if (*cp < 0xD800 || *cp > 0xDBFF)
+            return 6;
+        if (d->end - q < 12 || q[6] != '\\' || q[7] != 'u' || !hex4(q + 8, &lo) || lo < 0xDC00 ||
+            lo > 0xDFFF)
+            return dec_fail(d, "unpaired surrogate in a \\u escape");
+        *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+        return 12;
+    default:
+        return dec_fail(d, "invalid escape in a string");
+    }
+}
+
 /* d->p is just past the opening quote; pushes the string */
 static int dec_string(dec *d)
 {
@@ -498,7 +531,8 @@ static int dec_string(dec *d)
     luaL_buffinit(d->L, &b);
     luaL_addlstring(&b, s, (size_t)(q - s));
     while (q < d->end) {
-        unsigned cp, lo;
+        unsigned cp;
+        int n;
         if (*q == '"') {
             luaL_pushresult(&b);
             d->p = q + 1;
@@ -516,37 +550,10 @@ static int dec_string(dec *d)
             q = r;
             continue;
         }
-        if (q + 1 >= d->end)
-            break;
-        d->p = q;
-        switch (q[1]) {
-        case '"': luaL_addchar(&b, '"'); break;
-        case '\\': luaL_addchar(&b, '\\'); break;
-        case '/': luaL_addchar(&b, '/'); break;
-        case 'b': luaL_addchar(&b, '\b'); break;
-        case 'f': luaL_addchar(&b, '\f'); break;
-        case 'n': luaL_addchar(&b, '\n'); break;
-        case 'r': luaL_addchar(&b, '\r'); break;
-        case 't': luaL_addchar(&b, '\t'); break;
-        case 'u':
-            if (d->end - q < 6 || !hex4(q + 2, &cp))
-                return dec_fail(d, "invalid \\u escape");
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (d->end - q < 12 || q[6] != '\\' || q[7] != 'u' || !hex4(q + 8, &lo) ||
-                    lo < 0xDC00 || lo > 0xDFFF)
-                    return dec_fail(d, "unpaired surrogate in a \\u escape");
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                q += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return dec_fail(d, "unpaired surrogate in a \\u escape");
-            }
-            add_utf8(&b, cp);
-            q += 4;
-            break;
-        default:
-            return dec_fail(d, "invalid escape in a string");
-        }
-        q += 2;
+        if (!(n = read_escape(d, q, &cp)))
+            return 0;
+        add_utf8(&b, cp);
+        q += n;
     }
     d->p = d->end;
     return dec_fail(d, "unterminated string");
@@ -655,41 +662,26 @@ static int skip_value(dec *d);
 static int skip_string(dec *d)
 {
     const char *q = d->p;
-    unsigned cp, lo;
     for (;;) {
+        unsigned cp;
+        int n;
         while (q < d->end && !str_stop[(unsigned char)*q])
             q++;
-        if (q < d->end && *q == '"') {
-            d->p = q + 1;
-            return 1;
-        }
-        if (q + 1 >= d->end) {
+        if (q >= d->end) {
             d->p = d->end;
             return dec_fail(d, "unterminated string");
         }
-        d->p = q;
-        if (*q == '\0')
-            return dec_fail(d, "NUL byte in a string");
-        switch (q[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            q += 2;
-            break;
-        case 'u':
-            if (d->end - q < 6 || !hex4(q + 2, &cp))
-                return dec_fail(d, "invalid \\u escape");
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (d->end - q < 12 || q[6] != '\\' || q[7] != 'u' || !hex4(q + 8, &lo) ||
-                    lo < 0xDC00 || lo > 0xDFFF)
-                    return dec_fail(d, "unpaired surrogate in a \\u escape");
-                q += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return dec_fail(d, "unpaired surrogate in a \\u escape");
-            }
-            q += 6;
-            break;
-        default:
-            return dec_fail(d, "invalid escape in a string");
+        if (*q == '"') {
+            d->p = q + 1;
+            return 1;
         }
+        if (*q == '\0') {
+            d->p = q;
+            return dec_fail(d, "NUL byte in a string");
+        }
+        if (!(n = read_escape(d, q, &cp)))
+            return 0;
+        q += n;
     }
 }
 
@@ -761,39 +753,41 @@ static int skip_value(dec *d)
     }
 }
 
-/* Whether the key just read (s[0..n), raw text) is one the caller keeps. A key written with
- * escapes is read first, then compared. */
-static int kept_key(dec *d, const char *s, size_t n)
+/* Whether the key s[0..n) is one the caller keeps. */
+static int kept_key(const zd_keep *k, const char *s, size_t n)
 {
-    const zd_keep *k = d->keep;
     int i;
-    if (memchr(s, '\\', n)) {
-        const char *save = d->p, *v;
-        size_t vn;
-        d->p = s;
-        if (!dec_string(d))
-            return -1;
-        v = lua_tolstring(d->L, -1, &vn);
-        for (i = 0; i < k->n; i++)
-            if (k->lens[i] == vn && memcmp(k->names[i], v, vn) == 0)
-                break;
-        lua_pop(d->L, 1);
-        d->p = save;
-        return i < k->n;
-    }
     for (i = 0; i < k->n; i++)
         if (k->lens[i] == n && memcmp(k->names[i], s, n) == 0)
             return 1;
     return 0;
 }
 
-/* d->p is just past '{'; pushes the table */
-static int dec_object(dec *d)
+static int dec_object(dec *d, int filter);
+
+/* The value of a key at d->p: when it is keep->key's object, read with only the kept fields. */
+static int dec_member(dec *d, int kept_object)
+{
+    int ok;
+    if (!kept_object)
+        return dec_value(d);
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != '{')
+        return dec_value(d);
+    if (++d->depth > ZD_MAX_DECODE_DEPTH)
+        return dec_fail(d, "nested more than 1000 levels deep");
+    d->p++;
+    ok = dec_object(d, 1);
+    d->depth--;
+    return ok;
+}
+
+/* d->p is just past '{'; pushes the table. With filter (this object is the value of keep->key),
+ * only the kept fields are made into Lua values; the others are checked and skipped. */
+static int dec_object(dec *d, int filter)
 {
     lua_State *L = d->L;
-    int base = lua_gettop(L), n = 0, t = 0, i;
-    int filter = d->filtering;   /* this object is the value of keep->key: keep some fields */
-    d->filtering = 0;
+    int base = lua_gettop(L), n = 0, t = 0, i, sub;
     /* the key and its value, or the table: each level of nesting takes slots of its own */
     luaL_checkstack(L, 4, "JSON nested too deeply");
     skip_ws(d);
@@ -806,14 +800,29 @@ static int dec_object(dec *d)
         if (d->p >= d->end || *d->p != '"')
             return dec_fail(d, "expected a string key");
         d->p++;
+        sub = 0;
         if (filter) {
+            /* compared on the raw text, made into a Lua string only when kept */
             const char *key = d->p;
+            size_t kn;
             int want;
             if (!skip_string(d))
                 return 0;
-            want = kept_key(d, key, (size_t)(d->p - 1 - key));
-            if (want < 0)
-                return 0;
+            kn = (size_t)(d->p - 1 - key);
+            if (!memchr(key, '\\', kn)) {
+                want = kept_key(d->keep, key, kn);
+                if (want)
+                    lua_pushlstring(L, key, kn);
+            } else {   /* escapes: read it (it was checked just now), then compare */
+                const char *after = d->p, *k;
+                d->p = key;
+                dec_string(d);
+                d->p = after;
+                k = lua_tolstring(L, -1, &kn);
+                want = kept_key(d->keep, k, kn);
+                if (!want)
+                    lua_pop(L, 1);
+            }
             skip_ws(d);
             if (d->p >= d->end || *d->p != ':')
                 return dec_fail(d, "expected ':' after a key");
@@ -822,12 +831,6 @@ static int dec_object(dec *d)
                 if (!skip_value(d))
                     return 0;
                 goto next;
-            }
-            {
-                const char *after = d->p;
-                d->p = key;
-                dec_string(d);   /* read once already: cannot fail */
-                d->p = after;
             }
         } else {
             if (!dec_string(d))
@@ -839,12 +842,11 @@ static int dec_object(dec *d)
             if (d->keep && d->depth == 1) {
                 size_t kn;
                 const char *k = lua_tolstring(L, -1, &kn);
-                d->filtering = kn == d->keep->keylen && memcmp(k, d->keep->key, kn) == 0;
+                sub = kn == d->keep->keylen && memcmp(k, d->keep->key, kn) == 0;
             }
         }
-        if (!dec_value(d))
+        if (!dec_member(d, sub))
             return 0;
-        d->filtering = 0;
         if (t) {
             lua_rawset(L, t);
         } else if (++n == ZD_GATHER) {
@@ -896,7 +898,6 @@ static int dec_array(dec *d)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i;
-    d->filtering = 0;   /* fields apply to the object under keep->key, not to one in an array */
     luaL_checkstack(L, 3, "JSON nested too deeply");
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
@@ -961,7 +962,7 @@ static int dec_value(dec *d)
     case '[':
         if (++d->depth > ZD_MAX_DECODE_DEPTH)
             return dec_fail(d, "nested more than 1000 levels deep");
-        ok = *d->p++ == '{' ? dec_object(d) : dec_array(d);
+        ok = *d->p++ == '{' ? dec_object(d, 0) : dec_array(d);
         d->depth--;
         return ok;
     case 't':
