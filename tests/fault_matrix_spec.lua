@@ -21,11 +21,7 @@ local ROWS = 1000
 local MAX_RETRIES = 2
 local ATTEMPTS = MAX_RETRIES + 1
 
-local function tmpname(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. (ext or "")
-end
+local tmpname = standin.tmpname
 
 local function clock()
   return core.now()

@@ -15,32 +15,8 @@ local core = require "zendesk.core"
 local q = standin.shell_quote
 local UPSERT = "/api/v2/users/create_or_update"
 
-local function tmpname(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. (ext or "")
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function mode_of(path)
-  local p = io.popen("stat -c %a " .. q(path) .. " 2>/dev/null")
-  local m = p:read("l")
-  p:close()
-  return m
-end
+local tmpname, read_file, write_file, mode_of =
+  standin.tmpname, standin.read_file, standin.write_file, standin.mode_of
 
 -- Every string reachable from v (keys, values, tostring of tables with __tostring), flattened.
 local function dump(v, out, seen)
