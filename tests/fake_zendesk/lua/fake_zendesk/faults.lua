@@ -9,7 +9,7 @@ local zd, meta = state.zd, state.meta
 local _M = {}
 
 local ACTIONS = { status = true, reset = true, invalid_json = true, truncate = true, delay = true, hang = true }
-local JOB_OUTCOMES = { failed = true, killed = true }
+local JOB_OUTCOMES = { failed = true, killed = true, completed = true }
 
 local function html(code, text)
   return "text/html; charset=utf-8",
@@ -55,8 +55,21 @@ function _M.add(f)
     return nil, "count and after must be non-negative numbers"
   end
   if f.job ~= nil then
-    if not JOB_OUTCOMES[f.job] then return nil, 'job must be "failed" or "killed"' end
+    if not JOB_OUTCOMES[f.job] then return nil, 'job must be "failed", "killed" or "completed"' end
     fault.job = f.job
+    -- echoes: the job's message at every phase, and string fields added to every result
+    if f.message ~= nil then
+      if type(f.message) ~= "string" then return nil, "message must be a string" end
+      fault.message = f.message
+    end
+    if f.result ~= nil then
+      if type(f.result) ~= "table" then return nil, "result must be an object of strings" end
+      fault.result = {}
+      for k, v in pairs(f.result) do
+        if type(v) ~= "string" then return nil, "result must be an object of strings" end
+        fault.result[tostring(k)] = v
+      end
+    end
   else
     if type(f.path) ~= "string" or f.path:sub(1, 1) ~= "/" then return nil, "path must be an absolute path" end
     fault.path = strip(f.path)
@@ -148,14 +161,15 @@ function _M.match(method, path)
   return nil
 end
 
--- "failed" / "killed" for the next submitted job, if a job fault applies.
+-- "failed" / "killed" / "completed" for the next submitted job, if a job fault applies, and
+-- the fault (its message and result echoes).
 function _M.take_job_outcome()
   local l = list()
   if #l == 0 then return nil end
   for _, f in ipairs(l) do
     if f.job and takes(f) then
       state.stat("faults")
-      return f.job
+      return f.job, f
     end
   end
   return nil

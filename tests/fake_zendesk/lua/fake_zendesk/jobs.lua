@@ -69,6 +69,15 @@ local function result_entry(kind, index, u, res)
   return e .. ',"status":"Failed","error":' .. str(code) .. ',"details":' .. str(details) .. "}"
 end
 
+-- A job fault's result echoes, added after the entry's own fields (a repeated key: the last wins).
+local function with_echo(job, e)
+  if not job.echo_result then return e end
+  local extra = {}
+  for k, v in pairs(job.echo_result) do extra[#extra + 1] = str(k) .. ":" .. str(v) end
+  table.sort(extra)
+  return e:sub(1, -2) .. "," .. concat(extra, ",") .. "}"
+end
+
 -- Processes rows from..to; returns false when a reset happened meanwhile.
 local function run_rows(job, list, results, from, to)
   local spec = KINDS[job.kind]
@@ -87,7 +96,7 @@ local function run_rows(job, list, results, from, to)
       res = res or users.apply(u, opts)
     end
     if res.kind == "aborted" then return false end
-    results[i] = result_entry(job.kind, i, u, res)
+    results[i] = with_echo(job, result_entry(job.kind, i, u, res))
     last = res
   end
   if last then
@@ -96,7 +105,7 @@ local function run_rows(job, list, results, from, to)
       local creating = last.kind == "created" or (last.kind ~= "updated" and not last.id)
       word = creating and "Creating User #" or "Updating user #"
     end
-    job.message = word .. to
+    job.message = job.echo_message or (word .. to)
   end
   return true
 end
@@ -113,7 +122,7 @@ local function phase1(premature, id, list)
   local job = load(id)
   if not job or job.gen ~= state.generation() then return end
   if job.fault then
-    job.status, job.message = job.fault, job.fault == "killed" and "Job killed" or "Job failed"
+    job.status, job.message = job.fault, job.echo_message or (job.fault == "killed" and "Job killed" or "Job failed")
     return finish(job)
   end
   local results = {}
@@ -121,7 +130,7 @@ local function phase1(premature, id, list)
   if half > 0 and not run_rows(job, list, results, 1, half) then return end
   job.status, job.progress = "working", half
   if job.total == 0 then
-    job.message = nil
+    job.message = job.echo_message
   end
   save(job)
   local ok, err = ngx.timer.at(state.config().job_delay_ms / 1000, phase2, id, list, results)
@@ -138,7 +147,7 @@ phase2 = function(premature, id, list, results)
   if not job or job.gen ~= state.generation() then return end
   if not run_rows(job, list, results, job.progress + 1, job.total) then return end
   job.status, job.progress = "completed", job.total
-  job.message = "Completed at " .. os.date("!%Y-%m-%d %H:%M:%S +0000", ngx.time())
+  job.message = job.echo_message or ("Completed at " .. os.date("!%Y-%m-%d %H:%M:%S +0000", ngx.time()))
   job.results = "[" .. concat(results, ",") .. "]"
   finish(job)
 end
@@ -160,10 +169,12 @@ function _M.submit(kind, list, base)
     return nil, "too_many"
   end
   local id = new_id()
+  local outcome, f = faults.take_job_outcome() -- taken only by accepted jobs
   local job = {
     id = id, url = base .. "/api/v2/job_statuses/" .. id .. ".json", total = #list,
     status = "queued", kind = kind, created = ngx.now(), gen = state.generation(),
-    fault = faults.take_job_outcome(), -- taken only by accepted jobs
+    fault = outcome ~= "completed" and outcome or nil,
+    echo_message = f and f.message, echo_result = f and f.result, message = f and f.message,
   }
   save(job)
   local n = zd:incr("jl:n", 1, 0)
