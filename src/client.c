@@ -19,6 +19,12 @@
 extern const char zd_array_mt_key;
 extern const char zd_object_mt_key;
 
+/* Tokens replaced by a refresh stay secrets: a server may still echo them. The last ones only,
+ * so that memory stays bounded in a process that refreshes for months. */
+#define ZD_RETIRED 8
+#define ZD_NSEC (6 + ZD_RETIRED)
+#define REDACTED "[redacted]"
+
 typedef struct {
     zd_transport t;
     lua_State *L;            /* the state of the call in progress, for the hooks */
@@ -28,6 +34,13 @@ typedef struct {
     int oauth;
     char *refresh_token, *client_id, *client_secret;
     char *basic_b64;           /* the Basic credentials as they travel, should a server echo them */
+    char *retired[ZD_RETIRED]; /* access and refresh tokens a refresh replaced, newest last */
+    int nretired;
+    /* every secret of 4 characters or more, for the scrubbing: rebuilt when one changes */
+    const char *sec[ZD_NSEC];
+    size_t sec_len[ZD_NSEC];
+    int nsec;
+    size_t sec_max;            /* the longest */
     char refresh_err[320];
 } zd_client;
 
@@ -38,30 +51,94 @@ static int has_crlf(const char *s, size_t n)
     return memchr(s, '\r', n) || memchr(s, '\n', n) || memchr(s, '\0', n);
 }
 
+static void add_secret(zd_client *c, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 4 || c->nsec >= ZD_NSEC)
+        return;
+    c->sec[c->nsec] = s;
+    c->sec_len[c->nsec++] = n;
+    if (n > c->sec_max)
+        c->sec_max = n;
+}
+
+static void update_secrets(zd_client *c)
+{
+    int i;
+    c->nsec = 0;
+    c->sec_max = 0;
+    add_secret(c, c->t.password);
+    add_secret(c, c->t.bearer);
+    add_secret(c, c->refresh_token);
+    add_secret(c, c->client_secret);
+    add_secret(c, c->t.proxy);
+    add_secret(c, c->basic_b64);
+    for (i = 0; i < c->nretired; i++)
+        add_secret(c, c->retired[i]);
+}
+
+/* Keeps a replaced token as a secret (the oldest one goes when the list is full). */
+static void retire_secret(zd_client *c, char *s)
+{
+    if (!s)
+        return;
+    if (strlen(s) < 4) {
+        zd_free_secret(&s);
+        return;
+    }
+    if (c->nretired == ZD_RETIRED) {
+        zd_free_secret(&c->retired[0]);
+        memmove(c->retired, c->retired + 1, (ZD_RETIRED - 1) * sizeof *c->retired);
+        c->nretired--;
+    }
+    c->retired[c->nretired++] = s;
+}
+
+static int holds_secret(zd_client *c, const char *s, size_t n)
+{
+    int k;
+    for (k = 0; k < c->nsec; k++)
+        if (c->sec_len[k] <= n && memmem(s, n, c->sec[k], c->sec_len[k]))
+            return 1;
+    return 0;
+}
+
+/* The length of the longest end of s[0..n) that begins a secret (4 characters or more), or 0:
+ * what a cut through a secret leaves. */
+static size_t secret_prefix_at_end(zd_client *c, const char *s, size_t n)
+{
+    size_t best = 0;
+    int k;
+    for (k = 0; k < c->nsec; k++) {
+        size_t j = c->sec_len[k] - 1 < n ? c->sec_len[k] - 1 : n;
+        for (; j >= 4 && j > best; j--)
+            if (memcmp(s + n - j, c->sec[k], j) == 0) {
+                best = j;
+                break;
+            }
+    }
+    return best;
+}
+
+/* The secret that starts at s[0..n), its length, or 0. */
+static size_t secret_at(zd_client *c, const char *s, size_t n)
+{
+    int k;
+    for (k = 0; k < c->nsec; k++)
+        if (c->sec_len[k] <= n && memcmp(s, c->sec[k], c->sec_len[k]) == 0)
+            return c->sec_len[k];
+    return 0;
+}
+
 /* Removes every secret the client holds from a message before it reaches Lua. */
 static void push_scrubbed(lua_State *L, zd_client *c, const char *msg, size_t n)
 {
-    const char *secrets[6];
-    size_t k, ns = 0;
     luaL_Buffer b;
-    secrets[ns++] = c->t.password;
-    secrets[ns++] = c->t.bearer;
-    secrets[ns++] = c->refresh_token;
-    secrets[ns++] = c->client_secret;
-    secrets[ns++] = c->t.proxy;
-    secrets[ns++] = c->basic_b64;
     luaL_buffinit(L, &b);
     while (n > 0) {
-        size_t skip = 0;
-        for (k = 0; k < ns; k++) {
-            size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
-            if (sl >= 4 && sl <= n && memcmp(msg, secrets[k], sl) == 0) {
-                skip = sl;
-                break;
-            }
-        }
+        size_t skip = secret_at(c, msg, n);
         if (skip) {
-            luaL_addstring(&b, "[redacted]");
+            luaL_addstring(&b, REDACTED);
             msg += skip;
             n -= skip;
         } else {
@@ -73,22 +150,104 @@ static void push_scrubbed(lua_State *L, zd_client *c, const char *msg, size_t n)
     luaL_pushresult(&b);
 }
 
-static int holds_secret(zd_client *c, const char *s, size_t n)
+/* Scrub first, then cut: s[0..n) without its secrets into out (at most cap - 1 bytes and a NUL,
+ * cut on a UTF-8 boundary). When the text was cut, here or before (was_cut), whatever begins a
+ * secret at its end goes too. Returns the length. */
+static size_t scrub_into(zd_client *c, const char *s, size_t n, char *out, size_t cap, int was_cut)
 {
-    const char *secrets[6];
-    size_t k;
-    secrets[0] = c->t.password;
-    secrets[1] = c->t.bearer;
-    secrets[2] = c->refresh_token;
-    secrets[3] = c->client_secret;
-    secrets[4] = c->t.proxy;
-    secrets[5] = c->basic_b64;
-    for (k = 0; k < 6; k++) {
-        size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
-        if (sl >= 4 && memmem(s, n, secrets[k], sl))
-            return 1;
+    size_t j = 0, k;
+    while (n > 0) {
+        size_t skip = secret_at(c, s, n);
+        size_t add = skip ? sizeof REDACTED - 1 : 1;
+        if (j + add > cap - 1) {
+            was_cut = 1;
+            break;
+        }
+        if (skip) {
+            memcpy(out + j, REDACTED, add);
+            s += skip;
+            n -= skip;
+        } else {
+            out[j] = (unsigned char)*s < 0x20 ? ' ' : *s;
+            s++;
+            n--;
+        }
+        j += add;
     }
-    return 0;
+    if (was_cut) {
+        while (j > 0 && ((unsigned char)out[j - 1] & 0xC0) == 0x80)
+            j--;
+        if (j > 0 && (unsigned char)out[j - 1] >= 0xC0)
+            j--;
+        if ((k = secret_prefix_at_end(c, out, j)) > 0) {
+            j -= k;
+            if (j + sizeof REDACTED - 1 <= cap - 1) {
+                memcpy(out + j, REDACTED, sizeof REDACTED - 1);
+                j += sizeof REDACTED - 1;
+            }
+        }
+    }
+    out[j] = '\0';
+    return j;
+}
+
+/* A header value kept in a fixed array (cut there when it was longer), scrubbed in place. */
+static void scrub_fixed(zd_client *c, char *v, size_t cap)
+{
+    char tmp[600];
+    size_t n = strlen(v);
+    int cut = n == cap - 1;
+    if (!cut && !holds_secret(c, v, n))
+        return;
+    if (cap > sizeof tmp)
+        cap = sizeof tmp;
+    scrub_into(c, v, n, tmp, cap, cut);
+    memcpy(v, tmp, strlen(tmp) + 1);
+}
+
+/* The strings of an answer's headers that reach Lua, before anything reads them. */
+static void scrub_resp(zd_client *c, zd_resp *r)
+{
+    scrub_fixed(c, r->request_id, sizeof r->request_id);
+    scrub_fixed(c, r->location, sizeof r->location);
+    scrub_fixed(c, r->warn, sizeof r->warn);
+}
+
+static void scrub_tree(lua_State *L, zd_client *c, int t, int depth);
+
+/* The decoded answer at the top of the stack: a table is walked, a string replaced. */
+static void scrub_value(lua_State *L, zd_client *c)
+{
+    if (lua_istable(L, -1)) {
+        scrub_tree(L, c, -1, 0);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(L, -1, &n);
+        if (holds_secret(c, v, n)) {
+            push_scrubbed(L, c, v, n);
+            lua_remove(L, -2);
+        }
+    }
+}
+
+/* Decodes an answer (as zd_json_decode_kept) with its strings scrubbed: the walk that scrubs
+ * is only paid for when the raw text holds a secret or a string made from escapes does. */
+static int decode_scrubbed(lua_State *L, zd_client *c, const char *s, size_t n, const zd_keep *keep)
+{
+    zd_watch w;
+    int k, rc;
+    w.n = c->nsec;
+    w.s = c->sec;
+    w.len = c->sec_len;
+    w.hit = 0;
+    rc = zd_json_decode_watched(L, s, n, keep, &w);
+    if (rc != 1)
+        return rc;
+    for (k = 0; !w.hit && k < c->nsec; k++)
+        w.hit = c->sec_len[k] <= n && memmem(s, n, c->sec[k], c->sec_len[k]) != NULL;
+    if (w.hit)
+        scrub_value(L, c);
+    return 1;
 }
 
 /* Scrubs every string reachable from the table at t (an error: its code, message, request id,
@@ -327,15 +486,12 @@ static void push_meta(lua_State *L, zd_xfer *x)
     add_response_fields(L, x);
 }
 
-/* The meta of a success holds three strings from the answer's headers: only when one of them
- * holds a credential does the table need the walk that scrubs it. */
+/* The meta of a success holds three strings from the answer's headers, scrubbed in place
+ * (scrub_resp) before they get here. */
 static void push_meta_scrubbed(lua_State *L, zd_client *c, zd_xfer *x)
 {
-    const zd_resp *r = &x->resp;
+    (void)c;
     push_meta(L, x);
-    if (holds_secret(c, r->location, strlen(r->location)) || holds_secret(c, r->warn, strlen(r->warn)) ||
-        holds_secret(c, r->request_id, strlen(r->request_id)))
-        scrub_tree(L, c, -1, 0);
 }
 
 static int is_json(const zd_xfer *x)
@@ -348,13 +504,14 @@ static int is_json(const zd_xfer *x)
     return p && (*p == '{' || *p == '[');
 }
 
-/* First line of a text or HTML body, tags dropped, trimmed to a readable length. */
+/* First line of a text or HTML body, tags dropped, trimmed to a readable length: read with
+ * room for a secret past the cut, scrubbed, then cut (scrub_into). */
 static void push_text_excerpt(lua_State *L, zd_client *c, const char *s, size_t n)
 {
-    char out[201];
-    size_t i, j = 0;
+    char raw[200 + 1024 + 1], out[201];
+    size_t i, j = 0, room = 200 + (c->sec_max < 1024 ? c->sec_max : 1024);
     int in_tag = 0, space = 1;
-    for (i = 0; i < n && j < sizeof out - 1; i++) {
+    for (i = 0; i < n && j < room; i++) {
         char ch = s[i];
         if (ch == '<') {
             in_tag = 1;
@@ -363,20 +520,25 @@ static void push_text_excerpt(lua_State *L, zd_client *c, const char *s, size_t 
         if (in_tag) {
             in_tag = ch != '>';
             if (!in_tag && !space)
-                out[j++] = ' ', space = 1;
+                raw[j++] = ' ', space = 1;
             continue;
         }
         if (isspace((unsigned char)ch)) {
             if (!space)
-                out[j++] = ' ', space = 1;
+                raw[j++] = ' ', space = 1;
             continue;
         }
-        out[j++] = ch;
+        raw[j++] = ch;
         space = 0;
     }
+    while (j > 0 && raw[j - 1] == ' ')
+        j--;
+    while (i < n && isspace((unsigned char)s[i]))
+        i++;
+    j = scrub_into(c, raw, j, out, sizeof out, i < n);
     while (j > 0 && out[j - 1] == ' ')
         j--;
-    push_scrubbed(L, c, out, j);
+    lua_pushlstring(L, out, j);
 }
 
 /* Pushes nil, err for a transfer that did not succeed. */
@@ -385,13 +547,18 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     long status = x->resp.status;
     const char *kind;
     int decoded = 0;
+    scrub_resp(c, &x->resp);
     lua_pushnil(L);
     if (x->cc != CURLE_OK) {
-        char msg[CURL_ERROR_SIZE + 64];
-        snprintf(msg, sizeof msg, "%s %s: %s", x->method, x->path,
-                 x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->cc));
+        /* libcurl cuts its message at CURL_ERROR_SIZE: a secret it cut is scrubbed too */
+        char why[CURL_ERROR_SIZE];
+        size_t wn = strlen(x->errbuf);
+        if (wn)
+            scrub_into(c, x->errbuf, wn, why, sizeof why, wn >= CURL_ERROR_SIZE - 1);
         push_error(L, x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", NULL);
-        push_scrubbed(L, c, msg, strlen(msg));
+        lua_pushfstring(L, "%s %s: %s", x->method, x->path, wn ? why : curl_easy_strerror(x->cc));
+        push_scrubbed(L, c, lua_tostring(L, -1), zd_rawlen(L, -1));
+        lua_remove(L, -2);
         lua_setfield(L, -2, "message");
         set_num(L, "curl_code", x->cc);
         lua_pushinteger(L, x->attempts);
@@ -487,6 +654,7 @@ static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *
     long s = x->resp.status;
     if (x->cc != CURLE_OK || s < 200 || s > 299)
         return push_failure(L, c, x);
+    scrub_resp(c, &x->resp);
     if (x->body.len == 0) {
         if (key) {
             lua_pushnil(L);
@@ -497,7 +665,7 @@ static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *
             return 2;
         }
         lua_pushnil(L);
-    } else if (zd_json_decode_kept(L, x->body.p, x->body.len, keep) != 1) {
+    } else if (decode_scrubbed(L, c, x->body.p, x->body.len, keep) != 1) {
         lua_remove(L, -2);
         lua_pushnil(L);
         push_error(L, "http", NULL);
@@ -569,8 +737,10 @@ static int hook_retry(void *ud, zd_xfer *x, const char *reason, double wait)
     set_str(L, "reason", reason);
     if (x->cc == CURLE_OK)
         set_num(L, "status", x->resp.status);
+    scrub_resp(c, &x->resp);
     if (x->resp.request_id[0])
         set_str(L, "request_id", x->resp.request_id);
+    scrub_tree(L, c, -1, 0);   /* every string of an event, as of an error */
     return call_event(c, 0);
 }
 
@@ -625,12 +795,14 @@ static int hook_unauthorized(void *ud, zd_xfer *x)
             snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: no usable access_token");
             goto done;
         }
-        zd_free_secret(&c->t.bearer);
+        /* the replaced tokens stay secrets: a server may still echo them */
+        retire_secret(c, c->t.bearer);
         c->t.bearer = zd_strdup_secret(access);
         if (refresh) {
-            zd_free_secret(&c->refresh_token);
+            retire_secret(c, c->refresh_token);
             c->refresh_token = zd_strdup_secret(refresh);
         }
+        update_secrets(c);
         c->t.auth_gen++;
         ok = 1;
         lua_pop(L, 2);
@@ -1007,6 +1179,9 @@ static int c_close(lua_State *L)
     zd_free_secret(&c->client_id);
     zd_free_secret(&c->client_secret);
     zd_free_secret(&c->basic_b64);
+    while (c->nretired > 0)
+        zd_free_secret(&c->retired[--c->nretired]);
+    c->nsec = 0;
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_event);
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_refresh);
     c->on_event = c->on_refresh = LUA_NOREF;
@@ -1301,6 +1476,7 @@ static int core_new(lua_State *L)
         return luaL_error(L, "zendesk.new: out of memory");
     if (!c->t.base || !c->t.user_agent || (c->oauth && !c->t.bearer) || (c->t.username && !c->t.password))
         return luaL_error(L, "zendesk.new: out of memory");
+    update_secrets(c);
     c->t.hooks.ud = c;
     c->t.hooks.on_retry = hook_retry;
     c->t.hooks.on_unauthorized = hook_unauthorized;

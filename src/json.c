@@ -418,6 +418,7 @@ typedef struct {
     int depth;
     const char *err;
     const zd_keep *keep;   /* decode only some fields of one object (zd_json_decode_kept) */
+    zd_watch *watch;       /* strings looked for in strings that had escapes, or NULL */
 } dec;
 
 /* 1 for the bytes a string's fast scan stops at: '"', '\\' and NUL */
@@ -516,6 +517,19 @@ static int read_escape(dec *d, const char *q, unsigned *cp)
     }
 }
 
+/* The string just made from escapes: does it hold one of the watched strings? */
+static void watch_string(dec *d)
+{
+    size_t n;
+    int i;
+    const char *v = lua_tolstring(d->L, -1, &n);
+    for (i = 0; i < d->watch->n; i++)
+        if (d->watch->len[i] <= n && memmem(v, n, d->watch->s[i], d->watch->len[i])) {
+            d->watch->hit = 1;
+            return;
+        }
+}
+
 /* d->p is just past the opening quote; pushes the string */
 static int dec_string(dec *d)
 {
@@ -536,6 +550,8 @@ static int dec_string(dec *d)
         if (*q == '"') {
             luaL_pushresult(&b);
             d->p = q + 1;
+            if (d->watch && !d->watch->hit)
+                watch_string(d);
             return 1;
         }
         if (*q == '\0') {
@@ -1008,12 +1024,18 @@ int zd_json_decode(lua_State *L, const char *s, size_t n)
 
 int zd_json_decode_kept(lua_State *L, const char *s, size_t n, const zd_keep *keep)
 {
+    return zd_json_decode_watched(L, s, n, keep, NULL);
+}
+
+int zd_json_decode_watched(lua_State *L, const char *s, size_t n, const zd_keep *keep, zd_watch *w)
+{
     dec d;
     int rc;
     memset(&d, 0, sizeof d);
     d.p = d.start = s;
     d.end = s + n;
     d.keep = keep;
+    d.watch = w;
     lua_pushcfunction(L, dec_protected);
     lua_pushlightuserdata(L, &d);
     rc = lua_pcall(L, 1, 1, 0);

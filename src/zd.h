@@ -64,6 +64,15 @@ typedef struct {
     const size_t *lens;
 } zd_keep;
 int zd_json_decode_kept(lua_State *L, const char *s, size_t n, const zd_keep *keep);
+/* Strings to look for in the strings the decoder makes from escapes (the raw text cannot show
+ * what "\u0073ecret" spells): hit is set when one of them holds any of the n strings. */
+typedef struct {
+    int n;
+    const char *const *s;
+    const size_t *len;
+    int hit;
+} zd_watch;
+int zd_json_decode_watched(lua_State *L, const char *s, size_t n, const zd_keep *keep, zd_watch *w);
 int zd_is_null(lua_State *L, int idx);
 
 #endif
