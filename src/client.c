@@ -772,8 +772,12 @@ static int hook_unauthorized(void *ud, zd_xfer *x)
     }
     cc = zd_transport_post_plain(&c->t, "/oauth/tokens", body.p, body.len, &out, &resp, errbuf);
     if (cc != CURLE_OK) {
+        char why[CURL_ERROR_SIZE];
+        size_t wn = strnlen(errbuf, sizeof errbuf - 1);
+        if (wn)   /* libcurl cuts its message: scrubbed, and a cut secret goes too */
+            scrub_into(c, errbuf, wn, why, sizeof why, wn >= CURL_ERROR_SIZE - 1);
         snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: %s",
-                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+                 wn ? why : curl_easy_strerror(cc));
         goto done;
     }
     if (resp.status != 200 || zd_json_decode(L, out.p ? out.p : "", out.len) != 1 || !lua_istable(L, -1)) {
