@@ -202,7 +202,8 @@ describe("zendesk-sync for a new user", function()
       local cases = {
         { "t.json", '[{"name":"A","email":"a@example.com"},{"name":"B","em' },
         { "t2.json", '[{"name":"A","email":"a@example.com"} {"name":"B"}]' },
-        { "t.csv", 'name,email\nA,a@example.com\n"B,b@example.com\n' },
+        -- a quote that never closes: the record would be longer than sources.MAX_RECORD
+        { "t.csv", 'name,email\nA,a@example.com\n"B,b@example.com\n' .. ("C,c@example.com\n"):rep(300000) },
       }
       for _, c in ipairs(cases) do
         local file = path(c[1])
