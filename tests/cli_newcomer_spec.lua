@@ -270,6 +270,17 @@ describe("zendesk-sync for a new user", function()
         assert.matches("pass %-%-format csv|json|ndjson", err)
       end
       for _, e in ipairs{ err } do assert.is_nil(e:find("opts.", 1, true), e) end
+      -- one object per line in a .json file: the reader's advice is the option
+      local lines = path("lines.json")
+      write_file(lines, '{"name":"A","email":"a@example.com"}\n{"name":"B","email":"b@example.com"}\n')
+      for _, args in ipairs{ { lines }, { "--dry-run", lines }, { "--format", "json", data } } do
+        code, _, err = run(dir, args, with{ ZENDESK_URL = s.url })
+        assert.equal(2, code)
+        assert.matches("expected a JSON array %('%['%) at byte 1, found [%w ]+: for one object per line pass "
+                       .. "%-%-format ndjson\n$", err)
+        assert.is_nil(err:find("use format", 1, true), err)
+        assert.is_nil(err:find("truncated", 1, true), err)
+      end
       assert.equal(0, api_requests())
     end)
 

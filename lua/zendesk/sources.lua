@@ -22,7 +22,8 @@
 --
 -- next() answers, per record: row (1-based among data records) and the user table, or row, nil
 -- and a one-line problem when that record could not be parsed or mapped (reading goes on);
--- nil at the end; false, message once on a fatal error (I/O error, broken JSON array), and nil
+-- nil at the end; false, message once on a fatal error (I/O error, broken JSON array; a third
+-- value, an option error, when an option would fix it), and nil
 -- after that, so a generic for that ignores the false still ends. reader.line is the physical
 -- line where the last CSV record or NDJSON line started.
 --
@@ -85,7 +86,8 @@ local OPTIONS = {
 -- Errors about an option or the CSV header, with what they are made of: code is one of
 -- UnknownColumn {column, index, source}, DuplicateColumn {column, index, other, other_index,
 -- field, source}, ColumnGivenTwice {column}, UnknownField {column, field}, NoFormat {path},
--- UnknownFormat {value}, BadDelimiter {value}, EmptyTagSeparator.
+-- UnknownFormat {value}, BadDelimiter {value}, EmptyTagSeparator, and, as the third value of a
+-- fatal next(), NotAnArray {source, byte, found, suggest = "ndjson"}.
 local option_error_mt = {__tostring = function(e) return (e.where or "") .. e.message end}
 
 local function option_error(t)
@@ -595,9 +597,9 @@ local function json_reader(_, file, opts, name, decode)
   local state = "start"          -- start, first, next, after, done
   local row = 0
 
-  local function fatal(msg)
+  local function fatal(msg, info)
     state = "done"
-    return false, name .. ": " .. msg
+    return false, name .. ": " .. msg, info
   end
 
   -- Cached positions of the next '{', '[', '}', ']' and '"' at or after the scan position (HUGE:
@@ -741,9 +743,11 @@ local function json_reader(_, file, opts, name, decode)
       local b, perr = peek()
       if b == false then return fatal(perr) end
       if b ~= 91 then
-        return fatal(format("expected a JSON array ('[') at byte %d, found %s (for one object " ..
-          "per line use format \"ndjson\")", src.base + pos,
-          b and json_kind(b) or "the end of input"))
+        local at, found = src.base + pos, b and json_kind(b) or "the end of input"
+        local msg = format("expected a JSON array ('[') at byte %d, found %s (for one object " ..
+          "per line use format \"ndjson\")", at, found)
+        return fatal(msg, option_error{code = "NotAnArray", option = "format", suggest = "ndjson",
+                                       source = name, byte = at, found = found, message = msg})
       end
       pos = pos + 1
       state = "first"

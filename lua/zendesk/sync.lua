@@ -318,7 +318,7 @@ function Sync:read_one()
   if row == false then
     -- the input cannot be read to its end (truncated, malformed, an I/O error): a resume would
     -- stop at the same place
-    self.read_error = io_err(tostring(user), { input = true })
+    self.read_error = io_err(tostring(user), { input = true, source_error = problem })
     return false
   end
   self.read = self.read + 1
