@@ -99,6 +99,26 @@ describe("zendesk-sync for a new user", function()
       assert.equal(5, #s:users())
     end)
 
+    it("installed outside a checkout, uses the normal module paths and says what is missing", function()
+      assert(os.execute("mkdir -p " .. q(path("prefix/bin")) .. " && cp " .. q(ROOT .. "bin/zendesk-sync") .. " "
+                        .. q(path("prefix/bin/zendesk-sync"))))
+      local script = path("prefix/bin/zendesk-sync")
+      local code, out, err = run(dir, { "--help" }, {}, { script = script })
+      local _, installed = standin.sh("env -i PATH=" .. q(os.getenv("PATH")) .. " lua5.4 -e 'require \"zendesk\"' 2>/dev/null")
+      if installed ~= 0 then   -- not installed on this machine: the CLI says so
+        assert.equal(2, code)
+        assert.equal("", out)
+        assert.matches("^zendesk%-sync: cannot load the zendesk module %([^\n]*%): install lua%-zendesk, or set "
+                       .. "LUA_PATH and LUA_CPATH\n$", err)
+      else
+        assert.equal(0, code, err)
+      end
+      code, out, err = run(dir, { "--help" }, { LUA_PATH = ROOT .. "lua/?.lua;;", LUA_CPATH = ROOT .. "build/lua5.4/?.so;;" },
+                           { script = script })
+      assert.equal(0, code, err)
+      assert.matches("Usage: zendesk%-sync", out)
+    end)
+
     it("uses the checkout's modules even when LUA_PATH points elsewhere", function()
       local code, out, err = run(dir, { "--help" }, { LUA_PATH = "/nonexistent/?.lua;;", LUA_CPATH = "/nonexistent/?.so;;" })
       assert.equal(0, code, err)
