@@ -202,6 +202,25 @@ describe("zendesk-sync for a new user", function()
       assert.equal(3, #s:users())
     end)
 
+    it("on a certificate the client cannot verify, before any row, does not block the next run", function()
+      local tls = standin.start{ tls = true }
+      local ok, perr = pcall(function()
+        tls:config{ job_delay_ms = 0 }
+        local file = people("tls.csv", 2)
+        local journal = path("tls.journal")
+        local code, out, err = run(dir, { "--journal", journal, file }, with{ ZENDESK_URL = tls.url })
+        assert.equal(2, code)
+        assert.equal("", out)
+        assert.matches("no row was sent", err)
+        code, out, err = run(dir, { "--journal", journal, file },
+                             with{ ZENDESK_URL = tls.url, ZENDESK_CA_FILE = tls.ca_file })
+        assert.equal(0, code, err)
+        assert.matches("2 created", out)
+      end)
+      tls:stop()
+      assert(ok, perr)
+    end)
+
     it("with rows in flight still blocks the next plain run, and --resume finishes it", function()
       local file = people("g.csv", 120)
       local journal = path("g.journal")

@@ -365,6 +365,11 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Jobs
 
+-- curl codes of transfers that never sent the request: resolve (5, 6), connect (7), TLS
+-- handshake (35), certificates (51, 58, 60, 77)
+local NOT_SENT = { [5] = true, [6] = true, [7] = true, [35] = true, [51] = true, [58] = true, [60] = true,
+                   [77] = true }
+
 local LOST_CODES = { failed = "JobFailed", killed = "JobKilled", gone = "JobGone", uncertain = "JobUncertain" }
 
 local function result_outcome(job, i, r)
@@ -560,8 +565,9 @@ function Sync:handle_post(batch, res)
   end
   -- the request may have arrived before the connection failed (the core does not resend bulk
   -- submissions then): the job may exist, so the rows wait, then go once more
-  -- refused outright (no job): authentication, no connection, a 4xx other than a timeout
-  local refused = kind == "auth" or (kind == "network" and (err.curl_code == 6 or err.curl_code == 7))
+  -- refused outright (no job): authentication, a 4xx other than a timeout, no connection or no
+  -- TLS session (resolve, connect, handshake, certificate: the request was never sent)
+  local refused = kind == "auth" or (kind == "network" and NOT_SENT[err.curl_code])
     or (kind == "http" and (status or 0) >= 400 and status < 500 and status ~= 408)
   if not refused then self.sent = true end   -- the submission may have become a job
   if (kind == "timeout" or (kind == "network" and err.curl_code ~= 6 and err.curl_code ~= 7))
