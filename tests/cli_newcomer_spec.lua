@@ -392,5 +392,17 @@ describe("zendesk-sync for a new user", function()
       assert.matches("row 1: failed: [^\n]*no job_status[^\n]*%[request_id [%x]+%-LCL%]", out)
       assert.matches("%[request_id [%x]+%-LCL%]", read_file(report))
     end)
+
+    it("tostring(err) of a sync stopped by poll answers without job statuses keeps the request id", function()
+      local zendesk = require "zendesk"
+      s:fault{ path = "/api/v2/job_statuses", status = 200, body = "{}", count = 100 }
+      local client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN }
+      local report, err = client:sync_users({ { email = "poll@example.com", name = "Poll" } },
+                                            { poll_interval = 0.01, max_poll_interval = 0.02, collect_rows = false })
+      client:close()
+      assert.is_nil(report)
+      assert.matches("no job_statuses", tostring(err))
+      assert.matches("%[request_id [%x]+%-LCL%]$", tostring(err))
+    end)
   end)
 end)

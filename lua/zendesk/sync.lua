@@ -615,7 +615,7 @@ function Sync:handle_poll(chunks)
     local res = chunk.res
     local list = type(res.value) == "table" and res.value.job_statuses
     if res.err or type(list) ~= "table" then
-      failure = res.err or core.error{ kind = "http", code = "InvalidResponse",
+      failure = res.err or core.error{ kind = "http", code = "InvalidResponse", status = res.meta and res.meta.status,
                                        request_id = res.meta and res.meta.request_id,
                                        message = "show_many answer has no job_statuses" }
     else
