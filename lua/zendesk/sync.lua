@@ -563,13 +563,13 @@ function Sync:handle_post(batch, res)
     insert(self.ready, 1, batch)
     return
   end
-  -- the request may have arrived before the connection failed (the core does not resend bulk
-  -- submissions then): the job may exist, so the rows wait, then go once more
   -- refused outright (no job): authentication, a 4xx other than a timeout, no connection or no
   -- TLS session (resolve, connect, handshake, certificate: the request was never sent)
   local refused = kind == "auth" or (kind == "network" and NOT_SENT[err.curl_code])
     or (kind == "http" and (status or 0) >= 400 and status < 500 and status ~= 408)
   if not refused then self.sent = true end   -- the submission may have become a job
+  -- the request may have arrived before the connection failed (the core does not resend bulk
+  -- submissions then): the job may exist, so the rows wait, then go once more
   if (kind == "timeout" or (kind == "network" and err.curl_code ~= 6 and err.curl_code ~= 7))
      and not batch_retried(batch) then
     self:job_lost(batch, "uncertain", "no answer to the submission: " .. tostring(err))
