@@ -125,12 +125,10 @@ describe("zendesk-sync", function()
     local journal = dir .. "/fatal.journal"
     local code, out, err = run({ "--journal", journal, file }, env)
     assert.equal(2, code)
-    assert.matches("^zendesk%-sync: zendesk: auth 403[^\n]*%-%-resume[^\n]*\n$", err)
+    -- every submission was refused: nothing to resume, although --resume works (issue 11; that an
+    -- unfinished journal with rows in flight is not overwritten by accident is in cli_newcomer_spec)
+    assert.matches("^zendesk%-sync: zendesk: auth 403[^\n]*no row was sent[^\n]*\n$", err)
     assert.is_nil(out:find("created", 1, true))
-    -- the unfinished journal is not overwritten by accident
-    local code2, _, err2 = run({ "--journal", journal, file }, env)
-    assert.equal(2, code2)
-    assert.matches("did not finish", err2)
     s:config{ imports_enabled = true }
     code, out = run({ "--resume", journal }, env)
     assert.equal(0, code)

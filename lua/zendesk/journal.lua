@@ -12,7 +12,9 @@
 --   {"t":"retry","b":B,"id":J,"status":"failed"|"killed"|"gone"|"uncertain","why":"..."}
 --                                                       batch B's rows go again in a later batch
 --   {"t":"rows","out":[O,...]}                          invalid and skipped rows (never sent)
---   {"t":"fatal","message":"..."}  /  {"t":"end","time":T,"counts":{...}}
+--   {"t":"fatal","message":"...","sent":B,"input":true}  /  {"t":"end","time":T,"counts":{...}}
+--     (sent: false when no submission of the sync can have become a job, every one having been
+--     refused; input: the sync stopped because its input is truncated or malformed)
 -- An outcome O is {"r":row,"o":"created"|"updated"|"failed"|"invalid"|"skipped","id":..,
 -- "e":email,"x":external_id,"err":error,"det":details,"why":reason}.
 local core = require "zendesk.core"
@@ -242,8 +244,10 @@ function _M.header(path)
   return rec
 end
 
--- syntax: state = journal.state(path)   -> "absent" | "finished" | "unfinished"
--- (unfinished: a sync stopped or was killed before its end record: --resume finishes it)
+-- syntax: state, stop = journal.state(path)   -> "absent" | "finished" | "unfinished"
+-- (unfinished: a sync stopped or was killed before its end record: --resume finishes it). When
+-- it stopped on a fatal error, stop = {message =, sent = false | true, input = true | nil} (see
+-- the fatal record): nothing can be in flight when sent is false or input is true.
 function _M.state(path)
   local f = io_open(path, "rb")
   if not f then return "absent" end
@@ -258,7 +262,11 @@ function _M.state(path)
   local start = stop
   while start > 0 and byte(tail, start) ~= 10 do start = start - 1 end
   local rec = stop > 0 and core.decode(sub(tail, start + 1, stop))
-  return (type(rec) == "table" and rec.t == "end") and "finished" or "unfinished"
+  if type(rec) == "table" and rec.t == "end" then return "finished" end
+  if type(rec) == "table" and rec.t == "fatal" then
+    return "unfinished", { message = rec.message, sent = rec.sent ~= false, input = rec.input == true or nil }
+  end
+  return "unfinished"
 end
 
 -- syntax: state, err = journal.load(path, on_outcome)
@@ -266,7 +274,7 @@ end
 -- final, exactly once per row. state = {header, finished (ranges), pending (batches submitted
 -- as a job but without results: {b, id, rows, try, at}), retry (ranges: rows that already had one
 -- job fail), unsent (batches written but never seen as a job: {b, rows, try}), next_batch,
--- ended, fatal, bad_lines}.
+-- ended, fatal, bad_lines, sent (whether a submission may have become a job)}.
 function _M.load(path, on_outcome)
   local header, herr = _M.header(path)
   if not header then return nil, herr end
@@ -288,7 +296,8 @@ function _M.load(path, on_outcome)
 
   local ok, lines = pcall(io_lines, path)
   if not ok then return nil, io_error(path, lines) end
-  local first = true
+  local first, unknown = true, false
+  st.sent = false
   for line in lines do
     if first then
       first = false
@@ -296,10 +305,12 @@ function _M.load(path, on_outcome)
       local rec = core.decode(line)
       local t = type(rec) == "table" and rec.t
       if t == "batch" and is_int(rec.b) and type(rec.rows) == "table" then
+        unknown = true   -- its submission's fate is known only from a later record
         batches[rec.b] = { b = rec.b, rows = _M.decode_rows(rec.rows), try = rec.try or 1 }
         order[#order + 1] = rec.b
         if rec.b >= st.next_batch then st.next_batch = rec.b + 1 end
       elseif t == "job" and batches[rec.b] then
+        st.sent = true
         batches[rec.b].id, batches[rec.b].at = rec.id, rec.at
       elseif t == "done" then
         finish(rec.out)
@@ -315,6 +326,7 @@ function _M.load(path, on_outcome)
         st.ended, st.fatal = false, nil
       elseif t == "fatal" then
         st.fatal = rec.message
+        if rec.sent == false then unknown = false else st.sent = true end
       elseif t == "end" then
         st.ended = true
       elseif not t then
@@ -322,6 +334,8 @@ function _M.load(path, on_outcome)
       end
     end
   end
+
+  if unknown then st.sent = true end
 
   -- Whatever is still open: submitted (poll it first) or only announced (send again).
   st.pending, st.unsent = {}, {}

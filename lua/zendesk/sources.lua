@@ -13,12 +13,17 @@
 -- opts: format, delimiter (one byte, default ","), tag_separator (default ";"), columns (header
 -- -> field spec or false), field_types (user_fields key -> text | integer | decimal | checkbox |
 -- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size.
+-- name (what messages call the input; default: the path, or "<csv input>" for a handle).
 -- Misuse raises error(msg, 2); so does a CSV header with an unknown or doubly mapped column.
+-- The errors about an option or the CSV header are tables, so that a caller (the CLI) can word
+-- them in its own terms: {code =, option = (the opts key), message =, ...} (see option_error);
+-- tostring gives the message, with the position of the caller as error(msg, 2) would.
 -- A file that cannot be opened, or whose CSV header cannot be read, gives nil, err.
 --
 -- next() answers, per record: row (1-based among data records) and the user table, or row, nil
 -- and a one-line problem when that record could not be parsed or mapped (reading goes on);
--- nil at the end; false, message once on a fatal error (I/O error, broken JSON array), and nil
+-- nil at the end; false, message once on a fatal error (I/O error, broken JSON array; a third
+-- value, an option error, when an option would fix it), and nil
 -- after that, so a generic for that ignores the false still ends. reader.line is the physical
 -- line where the last CSV record or NDJSON line started.
 --
@@ -75,8 +80,28 @@ local FORMATS = {csv = true, json = true, ndjson = true}
 local EXTENSIONS = {csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson"}
 local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
-  field_types = "table", decode = "function", chunk_size = "number",
+  field_types = "table", decode = "function", chunk_size = "number", name = "string",
 }
+
+-- Errors about an option or the CSV header, with what they are made of: code is one of
+-- UnknownColumn {column, index, source}, DuplicateColumn {column, index, other, other_index,
+-- field, source}, ColumnGivenTwice {column}, UnknownField {column, field}, NoFormat {path},
+-- UnknownFormat {value}, BadDelimiter {value}, EmptyTagSeparator, and, as the third value of a
+-- fatal next(), NotAnArray {source, byte, found, suggest = "ndjson"}.
+local option_error_mt = {__tostring = function(e) return (e.where or "") .. e.message end}
+
+local function option_error(t)
+  return setmetatable(t, option_error_mt)
+end
+
+-- error(err, level) for a string or an option error (level as error's, from the caller).
+local function raise(err, level)
+  if type(err) ~= "table" then error(err, level + 1) end
+  local info = debug and debug.getinfo(level + 1, "Sl")
+  err.where = (info and info.currentline and info.currentline > 0) and
+              (info.short_src .. ":" .. info.currentline .. ": ") or ""
+  error(err, 0)
+end
 
 ---------------------------------------------------------------------------------------------------
 -- Cell conversions: each returns the value, or nil and what is wrong with the cell.
@@ -439,8 +464,9 @@ local function csv_reader(reader, file, opts, name)
   for k, spec in pairs(opts.columns or {}) do
     local key = lower(trim(k))
     if columns[key] ~= nil then
-      return nil, format("opts.columns: '%s' is given twice (names are compared trimmed and " ..
-                         "lower-cased)", key), true
+      return nil, option_error{code = "ColumnGivenTwice", option = "columns", column = key,
+        message = format("opts.columns: '%s' is given twice (names are compared trimmed and " ..
+                         "lower-cased)", key)}, true
     end
     columns[key] = spec
   end
@@ -461,15 +487,20 @@ local function csv_reader(reader, file, opts, name)
       end
     end
     if spec == nil then
-      return nil, format("%s: unknown CSV column '%s' (column %d): map it to a field with " ..
-        "opts.columns = {[%q] = \"name\"} (or \"user_fields.<key>\"), or ignore it with " ..
-        "opts.columns = {[%q] = false}", name, header, i, header, header), true
+      return nil, option_error{code = "UnknownColumn", option = "columns", source = name,
+        column = header, index = i,
+        message = format("%s: unknown CSV column '%s' (column %d): map it to a field with " ..
+          "opts.columns = {[%q] = \"name\"} (or \"user_fields.<key>\"), or ignore it with " ..
+          "opts.columns = {[%q] = false}", name, header, i, header, header)}, true
     end
     if spec then
       if seen[spec] then
-        return nil, format("%s: columns '%s' (column %d) and '%s' (column %d) both map to %s; " ..
-          "ignore one with opts.columns = {[%q] = false}", name, seen[spec][1], seen[spec][2],
-          header, i, spec, header), true
+        return nil, option_error{code = "DuplicateColumn", option = "columns", source = name,
+          column = header, index = i, other = seen[spec][1], other_index = seen[spec][2],
+          field = spec,
+          message = format("%s: columns '%s' (column %d) and '%s' (column %d) both map to %s; " ..
+            "ignore one with opts.columns = {[%q] = false}", name, seen[spec][1], seen[spec][2],
+            header, i, spec, header)}, true
       end
       seen[spec] = {header, i}
       local uf = match(spec, "^user_fields%.(.+)$")
@@ -543,13 +574,19 @@ local function json_kind(b)
   return "an invalid value"
 end
 
--- Decodes one object's text; answers the table, or nil and a problem.
-local function decode_object(decode, text, b)
-  if b ~= 123 then return nil, "expected a JSON object, got " .. json_kind(b) end
+-- Decodes one object's text; answers the table, or nil and a problem: "invalid JSON: <why>"
+-- for a broken object, "<bad> <why>" for a text that is no JSON value at all (bad: "invalid
+-- JSON:" for an array element, "not JSON:" for an NDJSON line), or the type of a valid value
+-- that is not an object.
+local function decode_object(decode, text, b, bad)
   local ok, v, err = pcall(decode, text)
   if not ok or v == nil then
-    return nil, "invalid JSON: " .. gsub(tostring(ok and err or v), "%s+", " ")
+    local why = ok and err or v
+    if type(why) == "table" and type(why.message) == "string" then why = why.message end
+    why = gsub(gsub(tostring(why), "%s+", " "), "^invalid JSON: ", "")
+    return nil, (b == 123 and "invalid JSON:" or bad) .. " " .. why
   end
+  if b ~= 123 then return nil, "expected a JSON object, got " .. json_kind(b) end
   if type(v) ~= "table" then return nil, "expected a JSON object, got " .. type(v) end
   return v
 end
@@ -560,9 +597,9 @@ local function json_reader(_, file, opts, name, decode)
   local state = "start"          -- start, first, next, after, done
   local row = 0
 
-  local function fatal(msg)
+  local function fatal(msg, info)
     state = "done"
-    return false, name .. ": " .. msg
+    return false, name .. ": " .. msg, info
   end
 
   -- Cached positions of the next '{', '[', '}', ']' and '"' at or after the scan position (HUGE:
@@ -706,9 +743,11 @@ local function json_reader(_, file, opts, name, decode)
       local b, perr = peek()
       if b == false then return fatal(perr) end
       if b ~= 91 then
-        return fatal(format("expected a JSON array ('[') at byte %d, found %s (for one object " ..
-          "per line use format \"ndjson\")", src.base + pos,
-          b and json_kind(b) or "the end of input"))
+        local at, found = src.base + pos, b and json_kind(b) or "the end of input"
+        local msg = format("expected a JSON array ('[') at byte %d, found %s (for one object " ..
+          "per line use format \"ndjson\")", at, found)
+        return fatal(msg, option_error{code = "NotAnArray", option = "format", suggest = "ndjson",
+                                       source = name, byte = at, found = found, message = msg})
       end
       pos = pos + 1
       state = "first"
@@ -755,7 +794,7 @@ local function json_reader(_, file, opts, name, decode)
     if not text then return fatal(eerr) end
     row = row + 1
     state = "next"
-    local user, problem = decode_object(decode, text, b)
+    local user, problem = decode_object(decode, text, b, "invalid JSON:")
     if not user then return row, nil, format("element %d: %s", row, problem) end
     return row, user
   end
@@ -805,7 +844,7 @@ local function ndjson_reader(reader, file, opts, name, decode)
         if s then
           row = row + 1
           reader.line = first
-          local user, problem = decode_object(decode, text, byte(text, s))
+          local user, problem = decode_object(decode, text, byte(text, s), "not JSON:")
           if not user then return row, nil, format("line %d: %s", first, problem) end
           return row, user
         end
@@ -894,13 +933,18 @@ local function check_opts(opts)
     end
   end
   if opts.format and not FORMATS[opts.format] then
-    return nil, "opts.format: unknown format '" .. opts.format .. "' (csv, json or ndjson)"
+    return nil, option_error{code = "UnknownFormat", option = "format", value = opts.format,
+      message = "opts.format: unknown format '" .. opts.format .. "' (csv, json or ndjson)"}
   end
   local d = opts.delimiter
   if d and (#d ~= 1 or d == '"' or d == "\r" or d == "\n") then
-    return nil, "opts.delimiter: one byte other than a quote or a line break expected"
+    return nil, option_error{code = "BadDelimiter", option = "delimiter", value = d,
+      message = "opts.delimiter: one byte other than a quote or a line break expected"}
   end
-  if opts.tag_separator == "" then return nil, "opts.tag_separator: must not be empty" end
+  if opts.tag_separator == "" then
+    return nil, option_error{code = "EmptyTagSeparator", option = "tag_separator",
+      message = "opts.tag_separator: must not be empty"}
+  end
   local cs = opts.chunk_size
   if cs and (cs < 1 or cs ~= cs or cs % 1 ~= 0 or cs == HUGE) then
     return nil, "opts.chunk_size: a positive integer expected"
@@ -910,9 +954,10 @@ local function check_opts(opts)
       return nil, "opts.columns: keys are header names (strings), got " .. type(k)
     end
     if not valid_spec(spec) then
-      return nil, format("opts.columns[%q]: unknown field %s (a user field such as \"name\", " ..
-        "\"user_fields.<key>\", or false to ignore the column)", k,
-        type(spec) == "string" and "'" .. spec .. "'" or "of type " .. type(spec))
+      return nil, option_error{code = "UnknownField", option = "columns", column = k, field = spec,
+        message = format("opts.columns[%q]: unknown field %s (a user field such as \"name\", " ..
+          "\"user_fields.<key>\", or false to ignore the column)", k,
+          type(spec) == "string" and "'" .. spec .. "'" or "of type " .. type(spec))}
     end
   end
   for k, t in pairs(opts.field_types or {}) do
@@ -927,7 +972,7 @@ end
 -- syntax: reader, err = sources.open(input, opts)
 function _M.open(input, opts)
   local o, oerr = check_opts(opts)
-  if not o then error(oerr, 2) end
+  if not o then raise(oerr, 2) end
   opts = o
 
   local reader = setmetatable({closed = false}, reader_mt)
@@ -947,18 +992,19 @@ function _M.open(input, opts)
       local ext = match(input, "%.([%w]+)$")
       fmt = ext and EXTENSIONS[lower(ext)]
       if not fmt then
-        error("cannot tell the format of '" .. input .. "' from its extension: pass " ..
-              "opts.format (\"csv\", \"json\" or \"ndjson\")", 2)
+        raise(option_error{code = "NoFormat", option = "format", path = input,
+          message = "cannot tell the format of '" .. input .. "' from its extension: pass " ..
+                    "opts.format (\"csv\", \"json\" or \"ndjson\")"}, 2)
       end
     end
-    name = input
+    name = opts.name or input
   elseif io_type(input) == "file" then
     fmt = opts.format
     if not fmt then
       error("opts.format is required when reading from a file handle " ..
             "(\"csv\", \"json\" or \"ndjson\")", 2)
     end
-    file, name = input, "<" .. fmt .. " input>"
+    file, name = input, opts.name or "<" .. fmt .. " input>"
   elseif io_type(input) == "closed file" then
     error("bad argument #1 to 'open' (the file handle is closed)", 2)
   else
@@ -987,7 +1033,7 @@ function _M.open(input, opts)
   local next_fn, err, misuse = make(reader, file, opts, name, decode)
   if not next_fn then
     if own then file:close() end
-    if misuse then error(err, 2) end
+    if misuse then raise(err, 2) end
     return nil, err
   end
   reader._next = next_fn

@@ -118,7 +118,7 @@ local function open_source(source, ropts)
     f:seek("set", 0)
     local o = {}
     for k, v in pairs(ropts) do o[k] = v end
-    o.format = fmt
+    o.format, o.name = fmt, source
     local ok, reader, rerr = pcall(sources.open, f, o)
     if not ok then
       f:close()
@@ -316,7 +316,9 @@ function Sync:read_one()
   local row, user, problem = self.reader:next()
   if row == nil then return false end
   if row == false then
-    self.read_error = io_err(tostring(user))
+    -- the input cannot be read to its end (truncated, malformed, an I/O error): a resume would
+    -- stop at the same place
+    self.read_error = io_err(tostring(user), { input = true, source_error = problem })
     return false
   end
   self.read = self.read + 1
@@ -362,6 +364,11 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- Jobs
+
+-- curl codes of transfers that never sent the request: resolve (5, 6), connect (7), TLS
+-- handshake (35), certificates (51, 58, 60, 77)
+local NOT_SENT = { [5] = true, [6] = true, [7] = true, [35] = true, [51] = true, [58] = true, [60] = true,
+                   [77] = true }
 
 local LOST_CODES = { failed = "JobFailed", killed = "JobKilled", gone = "JobGone", uncertain = "JobUncertain" }
 
@@ -504,6 +511,7 @@ function Sync:handle_post(batch, res)
     -- taken only after the core waited out refusals (429 TooManyJobs, 5xx): we are at the limit
     if type(res.meta) == "table" and (res.meta.attempts or 1) > 1 then self.too_many = true end
     local job = { batch = batch, id = js.id, at = now, seen = false, misses = 0 }
+    self.sent = true
     self.inflight[#self.inflight + 1] = job
     self.jobs = self.jobs + 1
     self:jwrite{ t = "job", b = batch.b, id = js.id, at = os_time() }
@@ -512,6 +520,7 @@ function Sync:handle_post(batch, res)
   end
   if not err then
     err = core.error{ kind = "http", code = "InvalidResponse", status = res.meta and res.meta.status,
+                      request_id = res.meta and res.meta.request_id,
                       message = "answer to " .. PATH_MANY .. " has no job_status" }
   end
   local kind, status = err.kind, err.status
@@ -554,12 +563,22 @@ function Sync:handle_post(batch, res)
     insert(self.ready, 1, batch)
     return
   end
+  -- refused outright (no job): authentication, a 4xx other than a timeout, no connection or no
+  -- TLS session (resolve, connect, handshake, certificate: the request was never sent)
+  local refused = kind == "auth" or (kind == "network" and NOT_SENT[err.curl_code])
+    or (kind == "http" and (status or 0) >= 400 and status < 500 and status ~= 408)
+  if not refused then self.sent = true end   -- the submission may have become a job
   -- the request may have arrived before the connection failed (the core does not resend bulk
   -- submissions then): the job may exist, so the rows wait, then go once more
   if (kind == "timeout" or (kind == "network" and err.curl_code ~= 6 and err.curl_code ~= 7))
      and not batch_retried(batch) then
     self:job_lost(batch, "uncertain", "no answer to the submission: " .. tostring(err))
     return
+  end
+  if kind == "auth" and status == 403 then
+    err.hint = "bulk imports are probably not enabled on this Zendesk account: they are off by default, "
+      .. "and the account owner asks Zendesk Customer Support to enable them (the API user must also be "
+      .. "an admin, or an agent whose role may manage end users)"
   end
   -- transient refusals the core already retried (5xx, 408, 409) say nothing about these rows:
   -- stop, so that a resume sends them, rather than settle them as failed
@@ -596,7 +615,8 @@ function Sync:handle_poll(chunks)
     local res = chunk.res
     local list = type(res.value) == "table" and res.value.job_statuses
     if res.err or type(list) ~= "table" then
-      failure = res.err or core.error{ kind = "http", code = "InvalidResponse",
+      failure = res.err or core.error{ kind = "http", code = "InvalidResponse", status = res.meta and res.meta.status,
+                                       request_id = res.meta and res.meta.request_id,
                                        message = "show_many answer has no job_statuses" }
     else
       for _, js in ipairs(list) do
@@ -857,8 +877,10 @@ local function start(S, client, source, opts)
     if source == nil and src.kind == "file" then source = src.path end
     local url = base_url(client)
     if header.url and url and header.url ~= url then
-      return nil, core.error{ kind = "validation", message = "journal " .. opts.journal .. " belongs to a sync against "
-        .. tostring(header.url) .. ", not " .. url }
+      return nil, core.error{ kind = "validation", code = "AccountMismatch", journal = opts.journal,
+        journal_url = header.url, url = url,
+        message = "journal " .. opts.journal .. " belongs to a sync against " .. tostring(header.url)
+          .. ", not " .. url }
     end
   end
   if source == nil then error("sync_users: argument 'source' is required", 3) end
@@ -899,6 +921,7 @@ local function start(S, client, source, opts)
     if not st then return nil, lerr end
     if S.fatal then return nil, S.fatal end
     S.finished, S.retry, S.next_b, S.resumed = st.finished, st.retry, st.next_batch, true
+    S.sent = st.sent
     S.total_at_start = S.total
     local j, jerr = journal.append(opts.journal)
     if not j then return nil, jerr end
@@ -935,7 +958,10 @@ local function finish(S)
   if S.journal then
     S:jsync()
     if S.fatal then
-      S:jwrite{ t = "fatal", message = tostring(S.fatal) }
+      -- sent = false: no submission of this sync can have become a job (all were refused), so a
+      -- new sync may replace this journal; input: the input is broken, nothing is in flight
+      local input = type(S.fatal) == "table" and S.fatal.input == true and #S.inflight == 0 or nil
+      S:jwrite{ t = "fatal", message = tostring(S.fatal), sent = S.sent or false, input = input }
     else
       S:jwrite{ t = "end", time = os_time(), counts = {
         created = S.counts.created or 0, updated = S.counts.updated or 0, failed = S.counts.failed or 0,
