@@ -8,8 +8,8 @@ describe("bulk upserts and jobs", function()
 
   setup(function() s = standin.start() end)
   teardown(function()
-    client:close()
-    s:stop()
+    if client then client:close() end
+    if s then s:stop() end
   end)
   before_each(function()
     s:reset()
