@@ -195,9 +195,12 @@ local function enter()
   if n > top then zd:set("st:max_concurrent", n) end
 end
 
--- log phase of every API request, however it ended (answered, reset, timed out by the client)
+-- log phase of every API request, however it ended (answered, reset, timed out by the client);
+-- counts the answers nginx's gzip filter compressed (stats gzipped), as Zendesk does for large
+-- JSON answers to clients that send Accept-Encoding: gzip
 function _M.leave()
   state.meta:incr("inflight", -1, 1)
+  if ngx.var.sent_http_content_encoding == "gzip" then state.stat("gzipped") end
 end
 
 function _M.api()
