@@ -9,7 +9,7 @@ local proxy = require "support.proxy"
 local zendesk = require "zendesk"
 local report = require "zendesk.report"
 
-local tmpname, read_file = standin.tmpname, standin.read_file
+local tmpname = standin.tmpname
 local POLLS = "/api/v2/job_statuses"
 -- what Zendesk sends when the account's budget is spent (and the stand-in too)
 local ACCOUNT_429 = { status = 429, content_type = "text/plain; charset=UTF-8",
