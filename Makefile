@@ -56,7 +56,7 @@ env:
 	@echo 'export LUA_CPATH="$(CURDIR)/build/lua5.4/?.so;;"'
 
 # Runs every suite (lint, Lua 5.4 specs, LuaJIT, the rockspec, valgrind, ASan/UBSan, a short
-# fuzzing pass) and ends with one line "N passed, N failed".
+# fuzzing pass) and ends with one line "N passed, N failed, N skipped".
 test: deps
 	$(MAKE) --no-print-directory build LUA=lua5.4
 	$(MAKE) --no-print-directory build LUA=luajit

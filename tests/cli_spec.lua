@@ -182,9 +182,26 @@ describe("zendesk-sync", function()
     assert.matches('row 1: would send {[^\n]*"email":"a@example.com"', out)
     assert.matches("row 2: invalid", out)
     assert.matches("nothing was sent", out)
-    for _, r in ipairs(s:requests()) do assert.is_nil(r.path:find("^/api/")) end
     code = run({ "--dry-run", "-q", csv("dry2.csv", { "A,a@example.com,e1" }) }, {})
     assert.equal(0, code)
+  end)
+
+  it("--dry-run sends nothing with a URL and credentials at hand (counted at the stand-in)", function()
+    local file = csv("dry.csv", { "A,a@example.com,e1", "B,broken,e2" })
+    for _, args in ipairs{ { "--dry-run", file }, { "--dry-run", "--url", s.url, file } } do
+      local code, out, err = run(args, env)
+      assert.equal(1, code, out .. err)
+      assert.matches('row 1: would send {[^\n]*"email":"a@example.com"', out)
+      assert.matches("nothing was sent", out)
+      assert.equal(0, #s:requests(), table.concat(args, " "))
+      assert.equal(0, s:stats().requests, table.concat(args, " "))
+    end
+    -- the same run without --dry-run is seen there: the counts above could see a request
+    local code, out, err = run({ "--journal", dir .. "/dry.journal", file }, env)
+    assert.equal(1, code, out .. err)
+    assert.is_true(#s:requests() > 0)
+    assert.is_true(s:stats().requests > 0)
+    assert.equal(1, #s:users())
   end)
 
   it("maps custom columns from --column and reads --format from the option", function()

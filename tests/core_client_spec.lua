@@ -84,9 +84,18 @@ describe("zendesk.core.new", function()
       assert.is_true(c:is_open())
     end
     assert.is_false(c:is_open())
-    for _ = 1, 50 do core.new(with{ url = "http://127.0.0.1:9" }) end
+    -- unreferenced clients are collected (their __gc closes them; valgrind and ASan see leaks)
+    local weak = setmetatable({}, { __mode = "v" })
+    for i = 1, 50 do weak[i] = core.new(with{ url = "http://127.0.0.1:9" }) end
+    weak[51] = zendesk.new(with{ url = "http://127.0.0.1:9" })
+    assert.is_true(weak[1]:is_open())
     collectgarbage()
     collectgarbage()
+    assert.is_nil(next(weak), "a client was not collected")
+    -- closing again after <close> is harmless, and says so
+    assert.is_false(c:is_open())
+    c:close()
+    assert.is_false(c:is_open())
   end)
 
   it("raises misuse at the caller in the Lua layer", function()

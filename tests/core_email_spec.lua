@@ -1,5 +1,6 @@
--- core.valid_email (src/email.c), behind zendesk.users.valid_email: the rules pinned by a table
--- of addresses, and checked against the Lua implementation it replaced on thousands of strings.
+-- core.valid_email (src/email.c), behind zendesk.users.valid_email: the rules (RFC 5321/5322 as
+-- far as Zendesk goes, support/email_cases.lua) pinned by a table of addresses, and checked
+-- against the rules' own grammar on thousands of strings.
 -- tests/core_email_jit.lua runs the comparison under LuaJIT.
 local core = require "zendesk.core"
 local users = require "zendesk.users"
@@ -14,14 +15,14 @@ describe("valid_email", function()
   it("accepts these addresses", function()
     for _, s in ipairs(E.accepted) do
       assert.is_true(core.valid_email(s), E.show(s))
-      assert.is_true(E.reference(s), "the table disagrees with the reference: " .. E.show(s))
+      assert.is_true(E.rules(s), "the table disagrees with the rules: " .. E.show(s))
     end
   end)
 
   it("refuses these addresses", function()
     for _, s in ipairs(E.refused) do
       assert.is_false(core.valid_email(s), E.show(s))
-      assert.is_false(E.reference(s), "the table disagrees with the reference: " .. E.show(s))
+      assert.is_false(E.rules(s), "the table disagrees with the rules: " .. E.show(s))
     end
   end)
 
@@ -40,13 +41,16 @@ describe("valid_email", function()
     assert.is_false(core.valid_email(nil))
     for _, v in ipairs(E.not_strings) do
       assert.is_false(core.valid_email(v), tostring(v))
-      assert.is_false(E.reference(v), tostring(v))
+      assert.is_false(E.rules(v), tostring(v))
     end
   end)
 
   it("is what user validation uses", function()
-    assert.is_true(zendesk.validate_user{ email = "a\0b@example.com" })
-    local ok, err = zendesk.validate_user{ email = "a@b_c.com" }
+    assert.is_true(zendesk.validate_user{ email = "a@example.com" })
+    local ok, err = zendesk.validate_user{ email = "a\0b@example.com" }
+    assert.is_nil(ok)
+    assert.matches("^email: '.*' is not a valid email address$", err.message)
+    ok, err = zendesk.validate_user{ email = "a@b_c.com" }
     assert.is_nil(ok)
     assert.equal("email: 'a@b_c.com' is not a valid email address", err.message)
     ok, err = zendesk.validate_user{ identities = { { type = "email", value = "a@b" } } }
@@ -54,14 +58,14 @@ describe("valid_email", function()
     assert.equal("identities[1].value", err.path)
   end)
 
-  it("agrees with the Lua reference for every byte at every place", function()
+  it("agrees with the rules for every byte at every place", function()
     local list = E.byte_sweep()
     local accepted, bad = E.compare(core.valid_email, list)
     assert.equal("", bad)
     assert.is_true(accepted > 500 and accepted < #list - 500, accepted .. " accepted of " .. #list)
   end)
 
-  it("agrees with the Lua reference on 5000 generated and mutated strings", function()
+  it("agrees with the rules on 5000 generated and mutated strings", function()
     local list = E.generate(5000, 20260101)
     local accepted, bad = E.compare(core.valid_email, list)
     assert.equal("", bad)

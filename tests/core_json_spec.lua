@@ -208,8 +208,10 @@ describe("zendesk.core JSON decoding", function()
   it("agrees with lua-cjson on random documents", function()
     -- cjson reads every number as a double; exact integers here are below 2^53 so both agree
     local oracle = cjson.new()
+    -- ZD_SEED=<n> replays a run; the seed is printed so that a failure can be replayed
     local seed = tonumber(os.getenv("ZD_SEED") or "") or os.time()
     math.randomseed(seed)
+    io.stdout:write("\ncore_json_spec: random documents from ZD_SEED=", string.format("%d", seed), "\n")
     local function rstring()
       local out = {}
       for _ = 1, math.random(0, 12) do

@@ -51,7 +51,23 @@ describe("credentials stay secret", function()
     try{ email = "bad@", name = "A" }
     captured[#captured + 1] = tostring(c)
     c:close()
-    assert.is_true(#captured >= 6)
+    -- each failure came back, and its message kept what the server said around the secret
+    local tries = {}
+    for _, v in ipairs(captured) do
+      if type(v) == "table" and v.type == nil and v[3] then tries[#tries + 1] = v end
+    end
+    assert.equal(5, #tries)
+    assert.equal(401, tries[1][2].status)
+    assert.equal(500, tries[2][2].status)
+    assert.matches("token .* rejected", tries[2][3])
+    assert.equal(400, tries[3][2].status)
+    assert.matches("bad auth header Basic ", tries[3][3], 1, true)
+    assert.equal("timeout", tries[4][2].kind)
+    assert.is_table(tries[5][2])
+    assert.matches("email", tries[5][3])
+    local retries = 0
+    for _, v in ipairs(captured) do if type(v) == "table" and v.type == "retry" then retries = retries + 1 end end
+    assert.equal(2, retries, "one retry each for the 500 and the hang")
     assert_clean(captured, { secret })
   end)
 

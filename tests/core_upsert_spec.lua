@@ -109,10 +109,25 @@ describe("client:upsert_user", function()
     assert.matches("no_such_field", meta.warn)
   end)
 
-  it("reads a gzip-compressed answer", function()
-    local body, meta = client:request("GET", "/api/v2/users/show_many.json?ids=1,2,3")
+  it("sends Accept-Encoding and decodes a gzip-compressed answer", function()
+    -- ten users make a show_many answer of several kilobytes, which the stand-in compresses
+    local ids = {}
+    for i = 1, 10 do
+      local u = assert(client:upsert_user{ email = "gz" .. i .. "@example.com", name = "Gzip " .. i })
+      ids[i] = u.id
+    end
+    local before = s:stats().gzipped
+    local body, meta = client:request("GET", "/api/v2/users/show_many.json?ids=" .. table.concat(ids, ","))
     assert.is_table(body, tostring(meta))
     assert.equal(200, meta.status)
+    local reqs = s:requests()
+    assert.matches("gzip", reqs[#reqs].headers["accept-encoding"] or "", 1, true)
+    assert.equal(before + 1, s:stats().gzipped, "the stand-in did not compress the answer")
+    assert.equal(10, #body.users)
+    for i, u in ipairs(body.users) do
+      assert.equal(ids[i], u.id)
+      assert.equal("gz" .. i .. "@example.com", u.email)
+    end
   end)
 
   it("sends the default User-Agent naming the library and libcurl", function()

@@ -307,23 +307,22 @@ describe("zendesk.nginx", function()
     start{ workers = 1, init = "max_wait = 5," }
     -- one sign-up first, so the account's limit is known and the next ones go out together
     assert.equal(201, ng:request("POST", "/signup", '{"email":"warm@example.com","name":"Warm"}').status)
-    s:fault{ path = "/api/v2/users/create_or_update", action = "delay", delay_ms = 1000, count = 100 }
+    -- (the delay leaves /health seconds to answer on a loaded machine: what is checked is the order)
+    s:fault{ path = "/api/v2/users/create_or_update", action = "delay", delay_ms = 3000, count = 100 }
     local out, wait = nginx.parallel_background(ng.url .. "/signup", signup_bodies(8, "slow"), 8)
     os.execute("sleep 0.3")
     local r = ng:request("GET", "/health")
     local finished_before = nginx.answers_in(nginx.read_file(out))
-    local answers = wait(10)
+    local answers = wait(20)
     assert.equal(200, r.status)
-    assert.is_true(r.time < 0.5, "health took " .. r.time .. " s")
     assert.equal(0, #finished_before, "an upsert finished before /health answered")
     assert.equal(8, #answers)
-    local slowest = 0
     for _, a in ipairs(answers) do
       assert.equal(201, a.status)
-      assert.is_true(a.time >= 1)
-      slowest = math.max(slowest, a.time)
+      assert.is_true(a.time >= 3)
     end
-    assert.is_true(slowest < 2.5, "the 8 upserts did not run side by side: " .. slowest .. " s")
+    -- the one worker had the 8 slow upserts out at the stand-in at the same time
+    assert.equal(8, s:stats().max_concurrent, "the 8 upserts did not run side by side")
   end)
 
   it("completes 1,000 sign-ups at concurrency 50 without an error, over reused connections", function()
@@ -387,9 +386,11 @@ describe("zendesk.nginx", function()
     local r = ng:request("POST", "/signup", '{"email":"first@example.com","name":"Again"}')
     assert.equal(503, r.status, r.body)
     assert.equal("30", r.headers["retry-after"])
+    -- held back, it would wait 30 s, past max_wait, and answer 503: a 201 is the account not held
     r = ng:request("POST", "/signup", '{"email":"other@example.com","name":"Other"}')
     assert.equal(201, r.status, r.body)
-    assert.is_true(r.time < 1)
+    local last = s:requests()
+    assert.matches('"other@example.com"', last[#last].body, 1, true)
   end)
 
   it("shares rotated OAuth tokens between workers and threads, and saves the newest pair", function()

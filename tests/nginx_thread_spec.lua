@@ -78,7 +78,13 @@ describe("zendesk.nginx_thread", function()
       thread.call("k" .. i, token_cfg("k" .. i), "zd", "job_status", "V3-0")
     end
     assert.same({ need_cfg = true }, thread.call("k0", nil, "zd", "job_status", "V3-0"))
-    assert.is_nil(thread.call("k16", nil, "zd", "job_status", "V3-0").need_cfg)
+    -- k16 kept its client: the call reaches the stand-in, which knows no job V3-0 (a 404)
+    local before = s:stats().requests
+    local out = thread.call("k16", nil, "zd", "job_status", "V3-0")
+    assert.is_nil(out.need_cfg)
+    assert.equal(before + 1, s:stats().requests, "k16's call did not reach the stand-in")
+    assert.is_table(out.err, "an unknown job is an error")
+    assert.equal(404, out.err.status, tostring(out.err.message))
   end)
 
   it("rebuilds its client from the kept configuration when another thread rotated the tokens", function()

@@ -206,7 +206,18 @@ describe("security", function()
         local secrets = {}
         for k, v in pairs(SECRETS) do secrets[k] = v end
         secrets.wrong_token = "SECRET-wrong-token-8d2f"
-        assert.is_true(#captured > 25)
+        -- what was captured holds what each step produced: the users, the errors and their
+        -- messages, the retry events, the report and journal read back
+        local text = table.concat(dump(captured), "\n")
+        for _, want in ipairs{ "sec1@example.com", "sec2@example.com", "row120@example.com", "not-an-email",
+                               "http 503", "http 404", "auth 401" } do
+          assert.is_truthy(text:find(want, 1, true), "nothing captured says " .. want)
+        end
+        local retries = 0
+        for _, v in ipairs(captured) do
+          if type(v[1]) == "table" and v[1].type == "retry" then retries = retries + 1 end
+        end
+        assert.is_true(retries >= 3, "retry events: " .. retries)
         assert.is_nil(leaks(captured, secrets))
       end)
 
@@ -250,22 +261,28 @@ describe("security", function()
       assert.is_nil(user)
       assert.equal("network", err.kind)
       assert.is_nil(leaks({ err, tostring(err) }, { proxy = "SECRET-proxy-pw-44" }))
+      assert.matches("127.0.0.1", tostring(err), 1, true)
     end)
 
-    -- what a misbehaving server or proxy may echo back: every field of the error is clean
+    -- what a misbehaving server or proxy may echo back: every field of the error is clean; the
+    -- third item is what the rest of the answer must still say in the message (an error that
+    -- dropped the body would be clean too)
     local echoes = {
-      { "the JSON error code", { status = 401, body = '{"error":"bad token ' .. standin.TOKEN .. '","description":"no"}' } },
+      { "the JSON error code", { status = 401, body = '{"error":"bad token ' .. standin.TOKEN .. '","description":"no"}' },
+        { "401", "bad token ", ": no" } },
       { "the 422 details", { status = 422, body = '{"error":"RecordInvalid","description":"Record validation errors",'
-          .. '"details":{"email":[{"description":"echo ' .. standin.TOKEN .. '","error":"InvalidValue"}]}}' } },
-      { "a request id header", { status = 400, headers = { ["X-Request-Id"] = standin.TOKEN } } },
+          .. '"details":{"email":[{"description":"echo ' .. standin.TOKEN .. '","error":"InvalidValue"}]}}' },
+        { "RecordInvalid", "Record validation errors", "email: echo " } },
+      { "a request id header", { status = 400, headers = { ["X-Request-Id"] = standin.TOKEN } }, { "400", "Bad request" } },
       { "the Basic header, base64", { status = 400, content_type = "text/plain",
-          body = "Bad request. Authorization: Basic " .. B64_BASIC } },
+          body = "Bad request. Authorization: Basic " .. B64_BASIC }, { "400", "Bad request. Authorization: Basic " } },
       { "a 422 details field name", { status = 422, body = '{"error":"RecordInvalid","description":"Record validation '
-          .. 'errors","details":{"token ' .. standin.TOKEN .. '":[{"description":"is invalid"}]}}' } },
+          .. 'errors","details":{"token ' .. standin.TOKEN .. '":[{"description":"is invalid"}]}}' },
+        { "RecordInvalid", "Record validation errors", "token ", ": is invalid" } },
       { "an OAuth error_description", { status = 401, body = '{"error":"invalid_token","error_description":"token '
-          .. standin.TOKEN .. ' is expired"}' } },
+          .. standin.TOKEN .. ' is expired"}' }, { "invalid_token", " is expired" } },
       { "an HTML page", { status = 403, content_type = "text/html",
-          body = "<html><body><p>Rejected: " .. standin.TOKEN .. "</p></body></html>" } },
+          body = "<html><body><p>Rejected: " .. standin.TOKEN .. "</p></body></html>" }, { "403", "Rejected: " } },
     }
     for _, case in ipairs(echoes) do
       it("a credential echoed in " .. case[1] .. " is not in the error", function()
@@ -277,12 +294,20 @@ describe("security", function()
         c:close()
         assert.is_nil(user)
         assert.is_nil(leaks({ err, tostring(err) }, SECRETS), "echoed credential in: " .. tostring(err))
+        for _, rest in ipairs(case[3]) do
+          assert.is_truthy(tostring(err):find(rest, 1, true), "'" .. rest .. "' is missing from: " .. tostring(err))
+        end
       end)
     end
 
     local CLI = standin.ROOT .. "bin/zendesk-sync"
-    local has_cli = io.open(CLI) ~= nil
-    local cli_it = has_cli and it or pending
+    -- a missing CLI fails these tests (it used to turn them pending)
+    local function cli_it(name, fn)
+      it(name, function()
+        assert.is_truthy(io.open(CLI), CLI .. " is missing")
+        fn()
+      end)
+    end
 
     -- Runs the CLI under umask 000 with env (a table); returns its output (stdout and stderr) and exit code.
     local function cli(env, args, dir)
@@ -320,16 +345,21 @@ describe("security", function()
       env.ZENDESK_API_TOKEN = standin.TOKEN
       s:fault{ path = "/api/v2/users/create_or_update_many", status = 400, content_type = "text/plain", count = 5,
                body = "bad request from " .. standin.TOKEN }
-      out = cli(env, "--journal echo.journal --report echo.json users.csv", dir)
+      out, code = cli(env, "--journal echo.journal --report echo.json users.csv", dir)
       outputs[#outputs + 1] = out
+      assert.equal(1, code, out)   -- every row failed with the 400
+      assert.matches("30 failed", out, 1, true)
+      assert.matches("bad request from ", out, 1, true)
       s:clear_faults()
       -- OAuth with an expired access token: refreshed, the new pair saved to the token file
       s:config{ expire_tokens = true }
       local oenv = { ZENDESK_OAUTH_TOKEN = standin.OAUTH_ACCESS, ZENDESK_OAUTH_REFRESH_TOKEN = standin.OAUTH_REFRESH,
                      ZENDESK_OAUTH_CLIENT_ID = standin.CLIENT_ID, ZENDESK_OAUTH_CLIENT_SECRET = standin.CLIENT_SECRET,
                      ZENDESK_OAUTH_TOKEN_FILE = dir .. "/tokens.sh", ZENDESK_URL = s.url }
-      out = cli(oenv, "--journal oauth.journal --report oauth.csv users.csv", dir)
+      out, code = cli(oenv, "--journal oauth.journal --report oauth.csv users.csv", dir)
       outputs[#outputs + 1] = out
+      assert.equal(1, code, out)   -- the invalid row again; every other row updated
+      assert.matches("30 updated", out)
       local tokens = read_file(dir .. "/tokens.sh")
       assert.is_string(tokens, "no token file: " .. out)
       local new_access = tokens:match("ZENDESK_OAUTH_TOKEN='([^']+)'")
@@ -340,10 +370,9 @@ describe("security", function()
       for _, f in ipairs{ "report.csv", "users.csv.journal", "bad.journal", "echo.journal", "echo.json", "oauth.journal",
                           "oauth.csv" } do
         local text = read_file(dir .. "/" .. f)
-        if text then
-          outputs[#outputs + 1] = text
-          assert.equal("600", mode_of(dir .. "/" .. f), f .. " is not private")
-        end
+        assert.is_string(text, f .. " was not written")
+        outputs[#outputs + 1] = text
+        assert.equal("600", mode_of(dir .. "/" .. f), f .. " is not private")
       end
       assert.is_string(read_file(dir .. "/users.csv.journal"), "the default journal was not written")
       local secrets = { wrong = "SECRET-cli-token-9f8e", new_access = new_access, new_refresh = new_refresh }
@@ -355,10 +384,19 @@ describe("security", function()
     cli_it("the CLI takes no credential from its arguments (they would show in ps)", function()
       local dir = standin.sh("mktemp -d /tmp/zd-sec.XXXXXX"):match("^%s*(.-)%s*$")
       write_file(dir .. "/u.csv", "name,email\nA,a@example.com\n")
+      -- valid credentials in the environment: without the option the run succeeds, so the exit
+      -- 2 below is the option being refused, not credentials missing
+      local env = { ZENDESK_URL = s.url, ZENDESK_EMAIL = standin.EMAIL, ZENDESK_API_TOKEN = standin.TOKEN }
       for _, opt in ipairs{ "--token", "--api-token", "--password", "--oauth-token", "--client-secret", "--email" } do
-        local out, code = cli({ ZENDESK_URL = s.url }, opt .. " x u.csv", dir)
+        local value = opt == "--email" and standin.EMAIL or standin.TOKEN
+        local out, code = cli(env, opt .. " " .. value .. " u.csv", dir)
         assert.equal(2, code, opt .. ": " .. out)
+        assert.matches("unknown option '" .. opt .. "'", out, 1, true)
+        assert.equal(0, #s:requests(), opt .. ": the CLI sent requests")
       end
+      local out, code = cli(env, "u.csv", dir)
+      assert.equal(0, code, out)
+      assert.equal(1, #s:users())
       standin.sh("rm -rf " .. q(dir))
     end)
   end)

@@ -871,7 +871,7 @@ describe("the Zendesk stand-in", function()
       assert.equal(0, #s:users(true))
       assert.equal(0, #s:requests())
       assert.same({ requests = 0, rate_limited = 0, per_user_limited = 0, jobs = 0, too_many_jobs = 0,
-        faults = 0, users = 0 }, s:stats())
+        faults = 0, users = 0, max_concurrent = 0, gzipped = 0 }, s:stats())
       assert.equal(100, s:config().job_delay_ms)
       assert.equal(700, s:config().rate_limit_per_minute)
       assert.equal(404, poll(job.id).status)

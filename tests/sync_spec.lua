@@ -450,10 +450,16 @@ describe("sync_users", function()
   end)
 
   it("raises on misuse", function()
-    assert.has_error(function() client:sync_users({}, { batch_size = 101 }) end)
-    assert.has_error(function() client:sync_users({}, { bogus = 1 }) end)
-    assert.has_error(function() client:sync_users({}, { resume = true }) end)
-    assert.has_error(function() client:sync_users({}, { report = "out.txt" }) end)
-    assert.has_error(function() client:sync_users(42) end)
+    -- each names what is wrong (busted strips the position before matching)
+    local at = "^"
+    assert.error_matches(function() client:sync_users({}, { batch_size = 101 }) end,
+      at .. "sync_users: option 'batch_size' must be an integer from 1 to 100$")
+    assert.error_matches(function() client:sync_users({}, { bogus = 1 }) end, at .. "sync_users: unknown option 'bogus'$")
+    assert.error_matches(function() client:sync_users({}, { resume = true }) end,
+      at .. "sync_users: option 'resume' needs option 'journal'")
+    assert.error_matches(function() client:sync_users({}, { report = "out.txt" }) end,
+      at .. "sync_users: option 'report' must name a %.csv or %.json file$")
+    assert.error_matches(function() client:sync_users(42) end,
+      "bad argument #1 .*path, file handle, array or iterator expected, got number")
   end)
 end)

@@ -187,7 +187,24 @@ local function call(handler, r, cap)
   return status, body, headers, ctype
 end
 
+-- Requests being handled now (both workers), and the most seen at once since the last reset
+-- (stats max_concurrent): evidence that a client ran requests in parallel, without timing them.
+local function enter()
+  local n = state.meta:incr("inflight", 1, 0)
+  local top = zd:get("st:max_concurrent") or 0
+  if n > top then zd:set("st:max_concurrent", n) end
+end
+
+-- log phase of every API request, however it ended (answered, reset, timed out by the client);
+-- counts the answers nginx's gzip filter compressed (stats gzipped), as Zendesk does for large
+-- JSON answers to clients that send Accept-Encoding: gzip
+function _M.leave()
+  state.meta:incr("inflight", -1, 1)
+  if ngx.var.sent_http_content_encoding == "gzip" then state.stat("gzipped") end
+end
+
 function _M.api()
+  enter()
   local method = ngx.req.get_method()
   local path = ngx.var.uri
   if sub(path, -5) == ".json" then path = sub(path, 1, -6) end

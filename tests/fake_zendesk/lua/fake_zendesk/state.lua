@@ -177,9 +177,10 @@ end
 function _M.stats_json()
   local function g(k) return zd:get("st:" .. k) or 0 end
   return string.format(
-    '{"requests":%d,"rate_limited":%d,"per_user_limited":%d,"jobs":%d,"too_many_jobs":%d,"faults":%d,"users":%d}',
+    '{"requests":%d,"rate_limited":%d,"per_user_limited":%d,"jobs":%d,"too_many_jobs":%d,"faults":%d,"users":%d,'
+      .. '"max_concurrent":%d,"gzipped":%d}',
     g("requests"), g("rate_limited"), g("per_user_limited"), g("jobs"), g("too_many_jobs"),
-    g("faults"), zd:get("ulist:n") or 0)
+    g("faults"), zd:get("ulist:n") or 0, g("max_concurrent"), g("gzipped"))
 end
 
 -- Default OAuth pair; the access token's age counts from here.
