@@ -28,7 +28,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ZD_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 
-# Debian packages the project needs (design.md); `make deps` installs the missing ones.
+# Debian packages the project needs to build, test, fuzz and run the demo; `make deps` installs the missing ones.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
   gcc make curl openssl valgrind ca-certificates procps time \
