@@ -3,7 +3,7 @@
 #   make LUA=luajit      build it for LuaJIT / OpenResty (build/luajit/zendesk/core.so)
 #   make test            install what is missing, build both flavours, run every test
 #   make demo            install what is missing, start the stand-in, sync examples/users.csv
-#   eval "$(make -s env)"  LUA_PATH / LUA_CPATH for using the checkout from a shell
+#   eval "$(make -s env)"  LUA_PATH / LUA_CPATH for using the checkout from a shell (LUA=luajit too)
 
 LUA ?= lua5.4
 PREFIX ?= /usr/local
@@ -51,9 +51,10 @@ $(BUILD)/zendesk:
 deps:
 	@./scripts/deps.sh $(DEB_PACKAGES)
 
+# The shell setup for using this checkout with $(LUA): `eval "$$(make -s LUA=luajit env)"`.
 env:
 	@echo 'export LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;"'
-	@echo 'export LUA_CPATH="$(CURDIR)/build/lua5.4/?.so;;"'
+	@echo 'export LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"'
 
 # Runs every suite (lint, Lua 5.4 specs, LuaJIT, the rockspec, valgrind, ASan/UBSan, a short
 # fuzzing pass) and ends with one line "N passed, N failed".
