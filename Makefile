@@ -99,5 +99,8 @@ install: build
 	install -m 0644 lua/zendesk/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk/
 	if [ -f bin/zendesk-sync ]; then install -m 0755 bin/zendesk-sync $(DESTDIR)$(PREFIX)/bin/zendesk-sync; fi
 
+# Also what `luarocks make` leaves in place (it builds in the source tree).
 clean:
 	rm -rf build tests/fake_zendesk/run fuzz/out fuzz/corpus-run
+	rm -f src/*.o zendesk/core.so
+	if [ -d zendesk ]; then rmdir zendesk; fi
