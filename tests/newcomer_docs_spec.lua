@@ -9,8 +9,8 @@ local sh, q = standin.sh, standin.shell_quote
 
 -- A shell with only PATH and HOME, in the checkout (no LUA_PATH / LUA_CPATH from busted).
 local function clean_sh(script)
-  return sh("cd " .. q(ROOT) .. " && env -i PATH=" .. q(os.getenv("PATH")) .. " HOME=" .. q(os.getenv("HOME") or "/tmp")
-    .. " sh -c " .. q(script) .. " 2>&1")
+  return sh("cd " .. q(ROOT) .. " && env -i PATH=" .. q(os.getenv("PATH"))
+    .. " HOME=" .. q(os.getenv("HOME") or "/tmp") .. " sh -c " .. q(script) .. " 2>&1")
 end
 
 local function have(cmd) return select(2, sh("command -v " .. cmd .. " >/dev/null 2>&1")) == 0 end
@@ -21,8 +21,10 @@ describe("make env", function()
       assert(have(flavour.bin), flavour.bin .. " is not installed")
       assert(standin.read_file(ROOT .. "build/" .. flavour.lua .. "/zendesk/core.so"),
         "build/" .. flavour.lua .. " is not built: make build LUA=" .. flavour.lua)
+      local probe = [['local z = require "zendesk"; local c = package.searchpath("zendesk.core", package.cpath);]]
+        .. [[ print("LOADED " .. type(z.new) .. " " .. c)']]
       local out, code = clean_sh('eval "$(make -s LUA=' .. flavour.lua .. ' env)" && echo "CPATH=$LUA_CPATH" && cd /tmp && '
-        .. flavour.bin .. [[ -e 'local z = require "zendesk"; local c = package.searchpath("zendesk.core", package.cpath); print("LOADED " .. type(z.new) .. " " .. c)']])
+        .. flavour.bin .. " -e " .. probe)
       assert.are.equal(0, code, out)
       assert.truthy(out:find("CPATH=" .. ROOT .. "build/" .. flavour.lua .. "/?.so", 1, true), out)
       assert.truthy(out:find("LOADED function " .. ROOT .. "build/" .. flavour.lua .. "/zendesk/core.so", 1, true), out)
