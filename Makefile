@@ -3,7 +3,7 @@
 #   make LUA=luajit      build it for LuaJIT / OpenResty (build/luajit/zendesk/core.so)
 #   make test            install what is missing, build both flavours, run every test
 #   make demo            install what is missing, start the stand-in, sync examples/users.csv
-#   eval "$(make -s env)"  LUA_PATH / LUA_CPATH for using the checkout from a shell
+#   eval "$(make -s env)"  LUA_PATH / LUA_CPATH for using the checkout from a shell (LUA=luajit too)
 
 LUA ?= lua5.4
 PREFIX ?= /usr/local
@@ -28,7 +28,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ZD_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 
-# Debian packages the project needs (design.md); `make deps` installs the missing ones.
+# Debian packages the project needs to build, test, fuzz and run the demo; `make deps` installs the missing ones.
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
   gcc make curl openssl valgrind ca-certificates procps time \
@@ -51,9 +51,10 @@ $(BUILD)/zendesk:
 deps:
 	@./scripts/deps.sh $(DEB_PACKAGES)
 
+# The shell setup for using this checkout with $(LUA): `eval "$$(make -s LUA=luajit env)"`.
 env:
 	@echo 'export LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;"'
-	@echo 'export LUA_CPATH="$(CURDIR)/build/lua5.4/?.so;;"'
+	@echo 'export LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"'
 
 # Runs every suite (lint, Lua 5.4 specs, LuaJIT, the rockspec, valgrind, ASan/UBSan, a short
 # fuzzing pass) and ends with one line "N passed, N failed, N skipped".
@@ -98,5 +99,8 @@ install: build
 	install -m 0644 lua/zendesk/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk/
 	if [ -f bin/zendesk-sync ]; then install -m 0755 bin/zendesk-sync $(DESTDIR)$(PREFIX)/bin/zendesk-sync; fi
 
+# Also what `luarocks make` leaves in place (it builds in the source tree).
 clean:
 	rm -rf build tests/fake_zendesk/run fuzz/out fuzz/corpus-run
+	rm -f src/*.o zendesk/core.so
+	if [ -d zendesk ]; then rmdir zendesk; fi

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Seeds the fuzz corpora from the recorded Zendesk traffic in shared/recorded/: every response's
+# Seeds the fuzz corpora from the recorded Zendesk traffic in tests/recorded/: every response's
 # status line and headers (headers), its body (json_decode), and both together (response).
 #   fuzz/make-seeds.sh [DIR]    writes DIR/<target>/seed-*  (default fuzz/corpus-run, git-ignored)
 set -eu
 cd "$(dirname "$0")/.."
 DIR=${1:-fuzz/corpus-run}
-REC=${RECORDED:-../shared/recorded}
-[ -d "$REC" ] || { echo "make-seeds: no $REC (shared/recorded); nothing to seed" >&2; exit 0; }
+REC=${RECORDED:-tests/recorded}
+[ -d "$REC" ] || { echo "make-seeds: no $REC (tests/recorded); nothing to seed" >&2; exit 0; }
 mkdir -p "$DIR/headers" "$DIR/json_decode" "$DIR/response" "$DIR/json_encode"
 lua5.4 - "$REC" "$DIR" <<'LUA'
 package.path = "tests/?.lua;" .. package.path

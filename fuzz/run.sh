@@ -6,7 +6,7 @@
 #   FUZZ_OUT=DIR FUZZ_CORPUS=DIR ...    builds, logs and corpora elsewhere (two runs at once)
 # Needs clang with libFuzzer (Debian clang + libclang-rt-14-dev), liblua5.4-dev, lua-cjson,
 # libcurl4-openssl-dev. Built into fuzz/out/, corpora grow in fuzz/corpus-run/ (both git-ignored),
-# seeded from fuzz/seeds/<target>/ and from shared/recorded/ (fuzz/make-seeds.sh).
+# seeded from fuzz/seeds/<target>/ and from tests/recorded/ (fuzz/make-seeds.sh).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD

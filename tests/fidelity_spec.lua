@@ -1,10 +1,10 @@
 -- Fidelity of the stand-in: replays the requests of the recorded real Zendesk
--- traffic (../shared/recorded) and compares what the stand-in answers with what
+-- traffic (tests/recorded/, see its README.md) and compares what the stand-in answers with what
 -- Zendesk answered: status, the headers that matter, key sets and key order of
 -- user and job_status objects, and the shape of job result entries.
 local standin = require "support.standin"
 
-local RECORDED = standin.ROOT .. "../shared/recorded/"
+local RECORDED = standin.ROOT .. "tests/recorded/"
 local null = standin.null
 
 -- Values that legitimately differ between accounts and runs.
