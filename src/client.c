@@ -23,6 +23,8 @@ typedef struct {
     zd_transport t;
     lua_State *L;            /* the state of the call in progress, for the hooks */
     int open;
+    int busy;                  /* a call is in the transport loop: callbacks may not re-enter */
+    int closing;               /* close() came from a callback: freed once the loop let go */
     int on_event, on_refresh;  /* registry refs, LUA_NOREF when absent */
     int parked;                /* registry ref of an error raised in a callback */
     int oauth;
@@ -148,11 +150,16 @@ static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
     lua_pop(L, 1);
 }
 
-static zd_client *check_client(lua_State *L)
+static zd_client *check_client(lua_State *L, const char *method)
 {
     zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (!c->open)
         luaL_error(L, "attempt to use a closed zendesk client");
+    /* a callback (on_event, on_refresh) runs in the middle of a call whose transfers, buffers
+     * and state would be reused under it: refused; the callback may only close the client */
+    if (c->busy)
+        luaL_error(L, "zendesk: %s called from a callback (on_event, on_refresh) while a call on the same "
+                   "client is in progress: refused (close() is the one method a callback may call)", method);
     c->L = L;
     return c;
 }
@@ -551,7 +558,7 @@ static int call_event(zd_client *c, int ev)
         c->parked = luaL_ref(L, LUA_REGISTRYINDEX);
         return -1;
     }
-    return 0;
+    return c->closing ? -1 : 0;   /* closed by the callback: the run ends here */
 }
 
 static int hook_retry(void *ud, zd_xfer *x, const char *reason, double wait)
@@ -653,6 +660,10 @@ static int hook_unauthorized(void *ud, zd_xfer *x)
                 ok = -1;
                 goto done;
             }
+            if (c->closing) {
+                ok = -1;
+                goto done;
+            }
         }
         lua_createtable(L, 0, 2);
         set_str(L, "type", "token_refresh");
@@ -668,17 +679,40 @@ done:
     return ok;
 }
 
-/* Runs n prepared transfers; raises a parked callback error after cleaning up. */
-static void run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
+static void free_client(lua_State *L, zd_client *c);
+
+/* Runs n prepared transfers. An error a callback raised is parked and raised here, once
+ * libcurl let go of every transfer. A close() from a callback is done here too, after the
+ * loop: returns 1 then (the transfers are gone; the caller answers with push_closed). */
+static int run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
 {
+    int r;
     c->refresh_err[0] = '\0';
     c->parked = LUA_NOREF;
-    if (zd_transport_run(&c->t, xs, n) < 0) {
+    c->busy = 1;
+    r = zd_transport_run(&c->t, xs, n);
+    c->busy = 0;
+    if (r < 0 && c->parked != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->parked);
         luaL_unref(L, LUA_REGISTRYINDEX, c->parked);
         c->parked = LUA_NOREF;
+        if (c->closing)
+            free_client(L, c);
         lua_error(L);
     }
+    if (c->closing) {
+        free_client(L, c);
+        return 1;
+    }
+    return 0;
+}
+
+/* nil, err for a call whose client a callback closed */
+static int push_closed(lua_State *L)
+{
+    lua_pushnil(L);
+    push_error(L, "closed", "the client was closed by a callback during the call; the call was abandoned");
+    return 2;
 }
 
 static zd_xfer *slot(lua_State *L, zd_client *c, size_t i)
@@ -766,7 +800,7 @@ static int upsert_options(lua_State *L, int idx, zd_keep *keep, const char **nam
  * (the rest of the answer is checked but not made into Lua values: a cheaper call) */
 static int c_upsert(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "upsert");
     zd_xfer *x;
     zd_keep keep;
     const char *names[ZD_MAX_FIELDS];
@@ -779,13 +813,14 @@ static int c_upsert(lua_State *L)
     if (!encode_body(L, x, 2, "user", "user"))
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
-    run(L, c, &x, 1);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
     return push_result_kept(L, c, x, "user", kept ? &keep : NULL);
 }
 
 static int c_bulk_upsert(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "bulk_upsert");
     zd_xfer *x;
     size_t n;
     static const char path[] = "/api/v2/users/create_or_update_many.json";
@@ -798,7 +833,8 @@ static int c_bulk_upsert(lua_State *L)
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
     x->no_resend = 1;
-    run(L, c, &x, 1);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
     return push_result(L, c, x, "job_status");
 }
 
@@ -815,7 +851,7 @@ static int valid_job_id(const char *s, size_t n)
 
 static int c_job_status(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "job_status");
     size_t n;
     const char *id = luaL_checklstring(L, 2, &n);
     zd_buf *u;
@@ -827,13 +863,14 @@ static int c_job_status(lua_State *L)
     if (!zd_buf_adds(u, "/api/v2/job_statuses/") || !zd_buf_add(u, id, n) || !zd_buf_adds(u, ".json"))
         return luaL_error(L, "zendesk: out of memory");
     prepare(L, c, x, "GET", u->p, u->len);
-    run(L, c, &x, 1);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
     return push_result(L, c, x, "job_status");
 }
 
 static int c_job_statuses(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "job_statuses");
     size_t i, n;
     zd_buf *u;
     zd_xfer *x;
@@ -862,7 +899,8 @@ static int c_job_statuses(lua_State *L)
         lua_pop(L, 1);
     }
     prepare(L, c, x, "GET", u->p, u->len);
-    run(L, c, &x, 1);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
     return push_result(L, c, x, "job_statuses");
 }
 
@@ -926,11 +964,12 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
 
 static int c_request(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "request");
     zd_xfer *x = slot(L, c, 0);
     if (!prepare_request(L, c, x, 2))
         return 2;
-    run(L, c, &x, 1);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
     return push_result(L, c, x, NULL);
 }
 
@@ -938,9 +977,9 @@ static int c_request(lua_State *L)
  * Returns an array of {value = ..., meta = ...} or {err = ...}, in request order. */
 static int c_request_many(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "request_many");
     zd_xfer *xs[ZD_MAX_CONCURRENT];
-    int ok[ZD_MAX_CONCURRENT];
+    int ok[ZD_MAX_CONCURRENT], closed = 0;
     size_t i, n, live = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
     n = zd_rawlen(L, 2);
@@ -973,14 +1012,17 @@ static int c_request_many(lua_State *L)
         for (i = 0; i < n; i++)
             if (ok[i])
                 torun[live++] = xs[i];
-        if (live)
-            run(L, c, torun, live);
+        if (live && run(L, c, torun, live))
+            closed = 1;
     }
     for (i = 0; i < n; i++) {
         if (!ok[i])
             continue;
         lua_createtable(L, 0, 2);
-        push_result(L, c, xs[i], NULL);
+        if (closed)
+            push_closed(L);
+        else
+            push_result(L, c, xs[i], NULL);
         lua_getfield(L, -1, "kind");   /* errors have a kind, metas don't */
         if (!lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -999,8 +1041,21 @@ static int c_request_many(lua_State *L)
 static int c_close(lua_State *L)
 {
     zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
-    if (!c->open && !c->t.multi && !c->t.base && c->on_event == LUA_NOREF)
+    if (c->busy) {
+        /* from a callback: libcurl still holds the transfers; run() frees them after the loop */
+        c->open = 0;
+        c->closing = 1;
         return 0;
+    }
+    free_client(L, c);
+    return 0;
+}
+
+static void free_client(lua_State *L, zd_client *c)
+{
+    c->closing = 0;
+    if (!c->open && !c->t.multi && !c->t.base && c->on_event == LUA_NOREF)
+        return;
     c->open = 0;
     zd_transport_free(&c->t);
     zd_free_secret(&c->refresh_token);
@@ -1010,7 +1065,6 @@ static int c_close(lua_State *L)
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_event);
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_refresh);
     c->on_event = c->on_refresh = LUA_NOREF;
-    return 0;
 }
 
 static int c_tostring(lua_State *L)
