@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <curl/curl.h>
@@ -1175,10 +1176,28 @@ static int valid_subdomain(const char *s, size_t n)
     return 1;
 }
 
+/* Loopback is the literal addresses 127.0.0.0/8 (a dotted quad, each part 0-255) and [::1], and
+ * the name localhost: parsed as a whole, never a prefix ("127.attacker.example" is a name). */
 static int is_loopback(const char *host)
 {
-    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
-           strcmp(host, "::1") == 0;
+    int part, digits;
+    unsigned value;
+    const char *p = host;
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0)
+        return 1;
+    for (part = 0; part < 4; part++) {
+        value = 0;
+        for (digits = 0; *p >= '0' && *p <= '9'; p++, digits++) {
+            value = value * 10 + (unsigned)(*p - '0');
+            if (digits >= 3 || value > 255)
+                return 0;
+        }
+        if (digits == 0 || (part == 0 && value != 127))
+            return 0;
+        if (part < 3 && *p++ != '.')
+            return 0;
+    }
+    return *p == '\0';
 }
 
 /* base URL from url = "scheme://host[:port]" (no path, credentials, query or fragment) */
