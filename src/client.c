@@ -911,20 +911,45 @@ static const char *check_method(lua_State *L, int idx)
     return methods[luaL_checkoption(L, idx, NULL, methods)];
 }
 
-/* Paths are the caller's, so nothing in them may reach another host or a header. */
+static int hex_digit(unsigned char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* Paths are the caller's, so nothing in them may reach another host, a header or another part
+ * of the server. The path part (before '?') is read as a server would after decoding: an escape
+ * of '.', '/', '\\', '%' or a control byte is refused (%2e%2e passed the '..' check and reached
+ * the stand-in's /__admin), so are "." and ".." segments, and it must be under /api/v2/. */
 static int valid_path(const char *p, size_t n)
 {
-    size_t i;
+    size_t i, seg = 1, q = n;
+    static const char api[] = "/api/v2/";
     if (n == 0 || n > 2048 || p[0] != '/' || (n > 1 && p[1] == '/'))
         return 0;
     for (i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)p[i];
         if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '\\' || ch == '"' || ch == '<' || ch == '>')
             return 0;
-        if (ch == '.' && i > 0 && p[i - 1] == '/' && i + 1 < n && p[i + 1] == '.')
-            return 0;
+        if (ch == '?' && q == n)
+            q = i;
     }
-    return 1;
+    for (i = 0; i <= q; i++) {
+        if (i < q && p[i] == '%') {
+            int hi = i + 2 < q ? hex_digit((unsigned char)p[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit((unsigned char)p[i + 2]) : -1;
+            int ch = hi * 16 + lo;
+            if (lo < 0 || ch == '.' || ch == '/' || ch == '\\' || ch == '%' || ch < 0x20 || ch == 0x7f)
+                return 0;
+        }
+        if (i == q || p[i] == '/') {
+            size_t len = i - seg;   /* the segment p[seg..i) */
+            if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+                return 0;
+            seg = i + 1;
+        }
+    }
+    return q >= sizeof api - 1 && memcmp(p, api, sizeof api - 1) == 0 && strstr(p, "/..") == NULL;
 }
 
 /* Prepares transfer x from (method, path, body) at stack positions m, m+1, m+2;
@@ -935,7 +960,8 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
     const char *method = check_method(L, m);
     const char *path = luaL_checklstring(L, m + 1, &pn);
     if (!valid_path(path, pn)) {
-        fail_validation(L, "path: must start with '/' and hold only printable characters, no '..'");
+        fail_validation(L, "path: must be under /api/v2/ and hold only printable characters, no '.' or '..' "
+                           "segment, no escaped '.', '/', '\\', '%' or control byte");
         return 0;
     }
     switch (lua_type(L, m + 2)) {
