@@ -395,13 +395,18 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     int decoded = 0;
     lua_pushnil(L);
     if (x->cc != CURLE_OK) {
-        char msg[CURL_ERROR_SIZE + 64];
-        snprintf(msg, sizeof msg, "%s %s: %s", x->method, x->path,
-                 x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->cc));
+        char msg[CURL_ERROR_SIZE + 128];
+        snprintf(msg, sizeof msg, "%s %s: %s%s", x->method, x->path,
+                 x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->cc),
+                 x->held_back ? " (not resent: the server may have received it)" : "");
         push_error(L, x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", NULL);
         push_scrubbed(L, c, msg, strlen(msg));
         lua_setfield(L, -2, "message");
         set_num(L, "curl_code", x->cc);
+        if (x->held_back) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "not_resent");
+        }
         lua_pushinteger(L, x->attempts);
         lua_setfield(L, -2, "attempts");
         return 2;
@@ -952,6 +957,25 @@ static int valid_path(const char *p, size_t n)
     return q >= sizeof api - 1 && memcmp(p, api, sizeof api - 1) == 0 && strstr(p, "/..") == NULL;
 }
 
+/* Whether sending the request twice does what sending it once does: GET, PUT, DELETE, and the
+ * create_or_update endpoints (they match on email / external_id). Any other POST (create_many,
+ * create_or_update_many: a job; POST /users: a second user) and PATCH is not resent once it may
+ * have reached the server. */
+static int idempotent(const char *method, const char *path, size_t n)
+{
+    static const char tail[] = "/create_or_update";
+    const char *q = memchr(path, '?', n);
+    if (q)
+        n = (size_t)(q - path);
+    if (strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0)
+        return 1;
+    if (strcmp(method, "PATCH") == 0)
+        return 0;
+    if (n > 5 && memcmp(path + n - 5, ".json", 5) == 0)
+        n -= 5;
+    return n >= sizeof tail - 1 && memcmp(path + n - (sizeof tail - 1), tail, sizeof tail - 1) == 0;
+}
+
 /* Prepares transfer x from (method, path, body) at stack positions m, m+1, m+2;
  * returns 0 with nil, err pushed when the input is not acceptable. */
 static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
@@ -984,8 +1008,7 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
         return luaL_argerror(L, m + 2, "body must be a table, a JSON string or nil");
     }
     prepare(L, c, x, method, path, pn);
-    /* the one endpoint whose request, if it arrived, made something (a job) we would not know of */
-    x->no_resend = strcmp(method, "POST") == 0 && strstr(path, "/users/create_or_update_many") != NULL;
+    x->no_resend = !idempotent(method, path, pn);
     return 1;
 }
 

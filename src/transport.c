@@ -239,6 +239,7 @@ static void start(zd_transport *t, zd_xfer *x)
         x->body.p[0] = '\0';
     x->errbuf[0] = '\0';
     x->waited_too_long = 0;
+    x->held_back = 0;
     zd_resp_reset(&x->resp);
     if (curl_multi_add_handle(t->multi, x->easy) != CURLM_OK) {
         x->cc = CURLE_OUT_OF_MEMORY;
@@ -265,8 +266,10 @@ static int finish(zd_transport *t, zd_xfer *x)
         if (!zd_cc_retryable(x->cc))
             return 0;
         /* before the connection stood, nothing was sent; after, the server may have it */
-        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST)
+        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST) {
+            x->held_back = 1;
             return 0;
+        }
         snprintf(reason, sizeof reason, "%s",
                  x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : curl_easy_strerror(x->cc));
         wait = backoff(t, x->attempts);

@@ -22,7 +22,8 @@ typedef struct zd_xfer {
     int refreshed;
     int waited_too_long;     /* Retry-After longer than max_retry_wait: not retried */
     int no_resend;           /* a transport failure after the request may have arrived ends it:
-                                a bulk submission may have become a job */
+                                a non-idempotent request (a POST) may have taken effect */
+    int held_back;           /* ended by no_resend: the error says it was not resent */
     double wake_at;
     unsigned auth_gen;
     CURLcode cc;
