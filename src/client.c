@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,6 +484,86 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     return 2;
 }
 
+/* A positive integer id (Lua 5.4: an integer; LuaJIT: an integral double up to 2^53). */
+static int is_id(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+#if ZD_HAS_INTEGERS
+    return lua_isinteger(L, idx) && lua_tointeger(L, idx) > 0;
+#else
+    {
+        lua_Number v = lua_tonumber(L, idx);
+        return v >= 1 && v <= 9007199254740992.0 && v == floor(v);
+    }
+#endif
+}
+
+static const char *lua_kind(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        return zd_isinteger(L, idx) || lua_tonumber(L, idx) == floor(lua_tonumber(L, idx))
+                   ? "a number that is not a positive integer" : "a fraction";
+    return lua_isnil(L, idx) || zd_is_null(L, idx) ? "missing" : lua_typename(L, lua_type(L, idx));
+}
+
+/* Whether a job_status at idx has a string id and status; names the field in what if not. */
+static int job_shape(lua_State *L, int idx, const char *name, char *what, size_t n)
+{
+    const char *f = NULL;
+    idx = zd_absindex(L, idx);
+    if (!lua_istable(L, idx)) {
+        snprintf(what, n, "%s is %s, not an object", name, lua_kind(L, idx));
+        return 0;
+    }
+    lua_getfield(L, idx, "id");
+    lua_getfield(L, idx, "status");
+    if (lua_type(L, -2) != LUA_TSTRING)
+        f = "id";
+    else if (lua_type(L, -1) != LUA_TSTRING)
+        f = "status";
+    if (f)
+        snprintf(what, n, "%s.%s is %s, not a string", name, f, lua_kind(L, f[0] == 'i' ? -2 : -1));
+    lua_pop(L, 2);
+    return f == NULL;
+}
+
+/* The answer's object under key (on top of the stack) has the shape callers rely on: a user
+ * with a positive integer id, a job_status with a string id and status. A 200 without them is
+ * no success (issue 12: a string id came back as a user). */
+static int answer_shape(lua_State *L, const char *key, char *what, size_t n)
+{
+    if (!lua_istable(L, -1)) {
+        snprintf(what, n, "\"%s\" is %s, not an object", key, lua_kind(L, -1));
+        return 0;
+    }
+    if (strcmp(key, "user") == 0) {
+        int ok;
+        lua_getfield(L, -1, "id");
+        ok = is_id(L, -1);
+        if (!ok)
+            snprintf(what, n, "user.id is %s, not a positive integer", lua_kind(L, -1));
+        lua_pop(L, 1);
+        return ok;
+    }
+    if (strcmp(key, "job_status") == 0)
+        return job_shape(L, -1, "job_status", what, n);
+    if (strcmp(key, "job_statuses") == 0) {
+        size_t i, len = zd_rawlen(L, -1);
+        for (i = 1; i <= len; i++) {
+            char name[40];
+            int ok;
+            snprintf(name, sizeof name, "job_statuses[%d]", (int)i);
+            lua_rawgeti(L, -1, (int)i);
+            ok = job_shape(L, -1, name, what, n);
+            lua_pop(L, 1);
+            if (!ok)
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* Pushes value, meta for a successful transfer (value = body[key] when key is given),
  * or nil, err. */
 static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *key,
@@ -530,17 +611,20 @@ static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *
             lua_getfield(L, -1, key);
         else
             lua_pushnil(L);
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 2);
-            lua_pushnil(L);
-            push_error(L, "http", NULL);
-            lua_pushfstring(L, "answer has no \"%s\" field", key);
-            lua_setfield(L, -2, "message");
-            set_str(L, "code", "InvalidResponse");
-            set_num(L, "status", s);
-            add_response_fields(L, x);
-            scrub_tree(L, c, -1, 0);
-            return 2;
+        {
+            char what[96];
+            if (!answer_shape(L, key, what, sizeof what)) {
+                lua_pop(L, 2);
+                lua_pushnil(L);
+                push_error(L, "invalid_response", NULL);
+                lua_pushfstring(L, "%s %s answered HTTP %d, but %s", x->method, x->path, (int)s, what);
+                lua_setfield(L, -2, "message");
+                set_str(L, "code", "InvalidResponse");
+                set_num(L, "status", s);
+                add_response_fields(L, x);
+                scrub_tree(L, c, -1, 0);
+                return 2;
+            }
         }
         lua_remove(L, -2);
     }
@@ -796,10 +880,19 @@ static int upsert_options(lua_State *L, int idx, zd_keep *keep, const char **nam
     lua_pop(L, 1);   /* the fields table: still held by the options table */
     keep->key = "user";
     keep->keylen = 4;
-    keep->n = (int)n;
     keep->names = names;
     keep->lens = lens;
-    return 1;
+    for (i = 0; i < n; i++)
+        if (lens[i] == 2 && memcmp(names[i], "id", 2) == 0)
+            break;
+    keep->n = (int)n;
+    if (i < n)
+        return 1;
+    /* the id is read whatever the fields, to check the answer, and dropped after */
+    names[n] = "id";
+    lens[n] = 2;
+    keep->n = (int)n + 1;
+    return 2;
 }
 
 /* client:upsert(user [, {fields = {...}}]): with fields, the user comes back with only those
@@ -809,9 +902,9 @@ static int c_upsert(lua_State *L)
     zd_client *c = check_client(L, "upsert");
     zd_xfer *x;
     zd_keep keep;
-    const char *names[ZD_MAX_FIELDS];
-    size_t lens[ZD_MAX_FIELDS];
-    int kept;
+    const char *names[ZD_MAX_FIELDS + 1];
+    size_t lens[ZD_MAX_FIELDS + 1];
+    int kept, r;
     static const char path[] = "/api/v2/users/create_or_update.json";
     luaL_checktype(L, 2, LUA_TTABLE);
     kept = upsert_options(L, 3, &keep, names, lens);
@@ -821,7 +914,12 @@ static int c_upsert(lua_State *L)
     prepare(L, c, x, "POST", path, sizeof path - 1);
     if (run(L, c, &x, 1))
         return push_closed(L);
-    return push_result_kept(L, c, x, "user", kept ? &keep : NULL);
+    r = push_result_kept(L, c, x, "user", kept ? &keep : NULL);
+    if (kept == 2 && lua_istable(L, -2)) {
+        lua_pushnil(L);
+        lua_setfield(L, -3, "id");
+    }
+    return r;
 }
 
 static int c_bulk_upsert(lua_State *L)
