@@ -395,6 +395,20 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     const char *kind;
     int decoded = 0;
     lua_pushnil(L);
+    if (x->sink.too_large) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s %s: answer too large (%zu bytes received, limit %zu)", x->method,
+                 x->path, x->sink.received, x->sink.limit);
+        push_error(L, "invalid_response", NULL);
+        push_scrubbed(L, c, msg, strlen(msg));
+        lua_setfield(L, -2, "message");
+        set_str(L, "code", "AnswerTooLarge");
+        if (status)
+            set_num(L, "status", status);
+        add_response_fields(L, x);
+        scrub_tree(L, c, -1, 0);
+        return 2;
+    }
     if (x->cc != CURLE_OK) {
         char msg[CURL_ERROR_SIZE + 128];
         snprintf(msg, sizeof msg, "%s %s: %s%s", x->method, x->path,
@@ -769,6 +783,17 @@ done:
     return ok;
 }
 
+/* Ends a call: buffers that grew past ZD_KEEP_BYTES go back (issue 12: 60 answers of a gzip
+ * bomb kept 3.9 GB after request_many returned). Returns r, the results already pushed. */
+static int done(zd_client *c, int r)
+{
+    size_t i;
+    for (i = 0; i < c->t.npool; i++)
+        if (c->t.pool[i])
+            zd_xfer_release(c->t.pool[i]);
+    return r;
+}
+
 static void free_client(lua_State *L, zd_client *c);
 
 /* Runs n prepared transfers. An error a callback raised is parked and raised here, once
@@ -788,6 +813,8 @@ static int run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
         c->parked = LUA_NOREF;
         if (c->closing)
             free_client(L, c);
+        else
+            done(c, 0);
         lua_error(L);
     }
     if (c->closing) {
@@ -919,7 +946,7 @@ static int c_upsert(lua_State *L)
         lua_pushnil(L);
         lua_setfield(L, -3, "id");
     }
-    return r;
+    return done(c, r);
 }
 
 static int c_bulk_upsert(lua_State *L)
@@ -939,7 +966,7 @@ static int c_bulk_upsert(lua_State *L)
     x->no_resend = 1;
     if (run(L, c, &x, 1))
         return push_closed(L);
-    return push_result(L, c, x, "job_status");
+    return done(c, push_result(L, c, x, "job_status"));
 }
 
 static int valid_job_id(const char *s, size_t n)
@@ -969,7 +996,7 @@ static int c_job_status(lua_State *L)
     prepare(L, c, x, "GET", u->p, u->len);
     if (run(L, c, &x, 1))
         return push_closed(L);
-    return push_result(L, c, x, "job_status");
+    return done(c, push_result(L, c, x, "job_status"));
 }
 
 static int c_job_statuses(lua_State *L)
@@ -1005,7 +1032,7 @@ static int c_job_statuses(lua_State *L)
     prepare(L, c, x, "GET", u->p, u->len);
     if (run(L, c, &x, 1))
         return push_closed(L);
-    return push_result(L, c, x, "job_statuses");
+    return done(c, push_result(L, c, x, "job_statuses"));
 }
 
 static const char *check_method(lua_State *L, int idx)
@@ -1118,7 +1145,7 @@ static int c_request(lua_State *L)
         return 2;
     if (run(L, c, &x, 1))
         return push_closed(L);
-    return push_result(L, c, x, NULL);
+    return done(c, push_result(L, c, x, NULL));
 }
 
 /* request_many{ {method, path, body}, ... }: concurrent, over the multi handle.
@@ -1183,7 +1210,7 @@ static int c_request_many(lua_State *L)
         }
         lua_rawseti(L, 3, (int)i + 1);
     }
-    return 1;
+    return closed ? 1 : done(c, 1);
 }
 
 static int c_close(lua_State *L)
@@ -1222,6 +1249,18 @@ static int c_tostring(lua_State *L)
         lua_pushfstring(L, "zendesk.Client (%s)", c->t.base);
     else
         lua_pushliteral(L, "zendesk.Client (closed)");
+    return 1;
+}
+
+/* held_bytes() -> bytes the client's transfer buffers hold between calls (a diagnostic) */
+static int c_held_bytes(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    size_t i, n = 0;
+    for (i = 0; i < c->t.npool; i++)
+        if (c->t.pool[i])
+            n += zd_xfer_held(c->t.pool[i]);
+    lua_pushnumber(L, (lua_Number)n);
     return 1;
 }
 
@@ -1399,7 +1438,7 @@ static void set_base_url(lua_State *L, zd_client *c, const char *url, int insecu
 static const char *const known_options[] = {
     "url", "subdomain", "email", "token", "password", "oauth", "timeout", "connect_timeout",
     "ca_file", "proxy", "user_agent", "max_retries", "max_retry_wait", "retry_base_delay",
-    "on_event", "allow_insecure_http", NULL
+    "on_event", "allow_insecure_http", "max_answer_bytes", NULL
 };
 static const char *const known_oauth[] = {
     "access_token", "refresh_token", "client_id", "client_secret", "on_refresh", NULL
@@ -1506,6 +1545,7 @@ static int core_new(lua_State *L)
     c->t.max_retries = (int)opt_number(L, 1, "max_retries", 5, 0, 100);
     c->t.max_retry_wait = opt_number(L, 1, "max_retry_wait", 60, 0, 86400);
     c->t.retry_base = opt_number(L, 1, "retry_base_delay", 0.5, 0, 3600);
+    c->t.max_answer = (size_t)opt_number(L, 1, "max_answer_bytes", ZD_DEFAULT_MAX_ANSWER, 1024, 1024.0 * 1024 * 1024);
     if ((s = opt_string(L, 1, "ca_file", NULL)) != NULL)
         c->t.ca_file = strdup(s);
     if ((s = opt_string(L, 1, "proxy", NULL)) != NULL)
@@ -1665,6 +1705,7 @@ static const luaL_Reg client_methods[] = {
     {"request_many", c_request_many},
     {"close", c_close},
     {"is_open", c_is_open},
+    {"held_bytes", c_held_bytes},
     {NULL, NULL}
 };
 
