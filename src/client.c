@@ -195,6 +195,36 @@ static zd_buf *push_box(lua_State *L)
     return &box->b;
 }
 
+/* Appends s[0..n) with line breaks and other control characters escaped (\n, \r, \t, \xHH, and
+ * the C1 controls, U+2028 and U+2029 as \uXXXX): tostring(err) is one line whatever a server sent. */
+static int add_text(zd_buf *b, const char *s, size_t n)
+{
+    size_t i, from = 0;
+    char esc[8];
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        size_t skip = 1;
+        if (ch >= 0x20 && ch != 0x7f && ch != 0xc2 && ch != 0xe2)
+            continue;
+        if (ch == '\n' || ch == '\r' || ch == '\t')
+            snprintf(esc, sizeof esc, "\\%c", ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't');
+        else if (ch < 0x20 || ch == 0x7f)
+            snprintf(esc, sizeof esc, "\\x%02x", ch);
+        else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f)
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)s[i + 1]), skip = 2;
+        else if (ch == 0xe2 && i + 2 < n && (unsigned char)s[i + 1] == 0x80 &&
+                 ((unsigned char)s[i + 2] == 0xa8 || (unsigned char)s[i + 2] == 0xa9))
+            snprintf(esc, sizeof esc, "\\u%04x", 0x2000 + ((unsigned char)s[i + 2] - 0x80)), skip = 3;
+        else
+            continue;
+        if (!zd_buf_add(b, s + from, i - from) || !zd_buf_adds(b, esc))
+            return 0;
+        i += skip - 1;
+        from = i + 1;
+    }
+    return zd_buf_add(b, s + from, n - from);
+}
+
 static void add_field(lua_State *L, zd_buf *b, int t, const char *name, const char *before, const char *after)
 {
     lua_getfield(L, t, name);
@@ -209,7 +239,7 @@ static void add_field(lua_State *L, zd_buf *b, int t, const char *name, const ch
         } else {
             v = lua_tolstring(L, -1, &n);
         }
-        if (!zd_buf_adds(b, before) || !zd_buf_add(b, v, n) || !zd_buf_adds(b, after))
+        if (!zd_buf_adds(b, before) || !add_text(b, v, n) || !zd_buf_adds(b, after))
             luaL_error(L, "zendesk: out of memory");
     }
     lua_pop(L, 1);
@@ -224,7 +254,10 @@ static int error_tostring(lua_State *L)
     b = push_box(L);
     zd_buf_adds(b, "zendesk: ");
     lua_getfield(L, 1, "kind");
-    zd_buf_adds(b, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        add_text(b, lua_tostring(L, -1), zd_rawlen(L, -1));
+    else
+        zd_buf_adds(b, "error");
     lua_pop(L, 1);
     add_field(L, b, 1, "status", " ", "");
     add_field(L, b, 1, "code", " ", "");
@@ -243,9 +276,9 @@ static int error_tostring(lua_State *L)
                     if (lua_type(L, -1) == LUA_TSTRING) {
                         zd_buf_adds(b, first ? " (" : "; ");
                         first = 0;
-                        zd_buf_adds(b, lua_tostring(L, entry - 2));
+                        add_text(b, lua_tostring(L, entry - 2), zd_rawlen(L, entry - 2));
                         zd_buf_adds(b, ": ");
-                        zd_buf_adds(b, lua_tostring(L, -1));
+                        add_text(b, lua_tostring(L, -1), zd_rawlen(L, -1));
                     }
                     lua_pop(L, 1);
                 }
