@@ -3,7 +3,9 @@
  * hand it over, and the whole input through zd_parse_retry_after. Checks what the rest of the
  * core relies on: a status of 0..999, a Retry-After that is absent (-1) or 0..365 days, counts
  * that are -1 or >= 0, and kept values that are NUL-terminated, printable and on one line.
- * (An HTTP-date Retry-After escaped the 365-day cap until 6ea3ad2.) */
+ * (An HTTP-date Retry-After escaped the 365-day cap until 6ea3ad2.) A Retry-After that starts
+ * with a digit is delay-seconds (RFC 9110: digits only) or not a delay: "1.5" and "0x10" were
+ * read as 1.5 and 16 s until issue 12. */
 #define _DEFAULT_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +44,34 @@ static void check_wait(double w)
     }
 }
 
+/* Input that starts (after blanks) with a digit: all digits gives their value (capped), anything
+ * else gives -1. */
+static void check_delay_seconds(const char *v, size_t n, double w)
+{
+    size_t i = 0;
+    double want = 0;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    while (n > i && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (i == n || v[i] < '0' || v[i] > '9' || n - i >= 64)
+        return;
+    for (; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            want = -1;
+            break;
+        }
+        if (want < 86400.0 * 365)
+            want = want * 10 + (v[i] - '0');
+    }
+    if (want > 86400.0 * 365)
+        want = 86400.0 * 365;
+    if (w != want) {
+        fprintf(stderr, "Retry-After %.*s read as %g, want %g\n", (int)n, v, w, want);
+        abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     zd_resp r;
@@ -73,7 +103,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {
         char *copy = malloc(size ? size : 1);
         memcpy(copy, data, size);
-        check_wait(zd_parse_retry_after(copy, size));
+        double w = zd_parse_retry_after(copy, size);
+        check_wait(w);
+        check_delay_seconds(copy, size, w);
         free(copy);
     }
     return 0;

@@ -4,9 +4,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <curl/curl.h>
@@ -29,6 +31,8 @@ typedef struct {
     zd_transport t;
     lua_State *L;            /* the state of the call in progress, for the hooks */
     int open;
+    int busy;                  /* a call is in the transport loop: callbacks may not re-enter */
+    int closing;               /* close() came from a callback: freed once the loop let go */
     int on_event, on_refresh;  /* registry refs, LUA_NOREF when absent */
     int parked;                /* registry ref of an error raised in a callback */
     int oauth;
@@ -307,11 +311,16 @@ static void scrub_tree(lua_State *L, zd_client *c, int t, int depth)
     lua_pop(L, 1);
 }
 
-static zd_client *check_client(lua_State *L)
+static zd_client *check_client(lua_State *L, const char *method)
 {
     zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (!c->open)
         luaL_error(L, "attempt to use a closed zendesk client");
+    /* a callback (on_event, on_refresh) runs in the middle of a call whose transfers, buffers
+     * and state would be reused under it: refused; the callback may only close the client */
+    if (c->busy)
+        luaL_error(L, "zendesk: %s called from a callback (on_event, on_refresh) while a call on the same "
+                   "client is in progress: refused (close() is the one method a callback may call)", method);
     c->L = L;
     return c;
 }
@@ -345,6 +354,36 @@ static zd_buf *push_box(lua_State *L)
     return &box->b;
 }
 
+/* Appends s[0..n) with line breaks and other control characters escaped (\n, \r, \t, \xHH, and
+ * the C1 controls, U+2028 and U+2029 as \uXXXX): tostring(err) is one line whatever a server sent. */
+static int add_text(zd_buf *b, const char *s, size_t n)
+{
+    size_t i, from = 0;
+    char esc[8];
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        size_t skip = 1;
+        if (ch >= 0x20 && ch != 0x7f && ch != 0xc2 && ch != 0xe2)
+            continue;
+        if (ch == '\n' || ch == '\r' || ch == '\t')
+            snprintf(esc, sizeof esc, "\\%c", ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't');
+        else if (ch < 0x20 || ch == 0x7f)
+            snprintf(esc, sizeof esc, "\\x%02x", ch);
+        else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f)
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)s[i + 1]), skip = 2;
+        else if (ch == 0xe2 && i + 2 < n && (unsigned char)s[i + 1] == 0x80 &&
+                 ((unsigned char)s[i + 2] == 0xa8 || (unsigned char)s[i + 2] == 0xa9))
+            snprintf(esc, sizeof esc, "\\u%04x", 0x2000 + ((unsigned char)s[i + 2] - 0x80)), skip = 3;
+        else
+            continue;
+        if (!zd_buf_add(b, s + from, i - from) || !zd_buf_adds(b, esc))
+            return 0;
+        i += skip - 1;
+        from = i + 1;
+    }
+    return zd_buf_add(b, s + from, n - from);
+}
+
 static void add_field(lua_State *L, zd_buf *b, int t, const char *name, const char *before, const char *after)
 {
     lua_getfield(L, t, name);
@@ -359,7 +398,7 @@ static void add_field(lua_State *L, zd_buf *b, int t, const char *name, const ch
         } else {
             v = lua_tolstring(L, -1, &n);
         }
-        if (!zd_buf_adds(b, before) || !zd_buf_add(b, v, n) || !zd_buf_adds(b, after))
+        if (!zd_buf_adds(b, before) || !add_text(b, v, n) || !zd_buf_adds(b, after))
             luaL_error(L, "zendesk: out of memory");
     }
     lua_pop(L, 1);
@@ -374,7 +413,10 @@ static int error_tostring(lua_State *L)
     b = push_box(L);
     zd_buf_adds(b, "zendesk: ");
     lua_getfield(L, 1, "kind");
-    zd_buf_adds(b, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        add_text(b, lua_tostring(L, -1), zd_rawlen(L, -1));
+    else
+        zd_buf_adds(b, "error");
     lua_pop(L, 1);
     add_field(L, b, 1, "status", " ", "");
     add_field(L, b, 1, "code", " ", "");
@@ -393,9 +435,9 @@ static int error_tostring(lua_State *L)
                     if (lua_type(L, -1) == LUA_TSTRING) {
                         zd_buf_adds(b, first ? " (" : "; ");
                         first = 0;
-                        zd_buf_adds(b, lua_tostring(L, entry - 2));
+                        add_text(b, lua_tostring(L, entry - 2), zd_rawlen(L, entry - 2));
                         zd_buf_adds(b, ": ");
-                        zd_buf_adds(b, lua_tostring(L, -1));
+                        add_text(b, lua_tostring(L, -1), zd_rawlen(L, -1));
                     }
                     lua_pop(L, 1);
                 }
@@ -549,6 +591,20 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     int decoded = 0;
     scrub_resp(c, &x->resp);
     lua_pushnil(L);
+    if (x->sink.too_large) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s %s: answer too large (%zu bytes received, limit %zu)", x->method,
+                 x->path, x->sink.received, x->sink.limit);
+        push_error(L, "invalid_response", NULL);
+        push_scrubbed(L, c, msg, strlen(msg));
+        lua_setfield(L, -2, "message");
+        set_str(L, "code", "AnswerTooLarge");
+        if (status)
+            set_num(L, "status", status);
+        add_response_fields(L, x);
+        scrub_tree(L, c, -1, 0);
+        return 2;
+    }
     if (x->cc != CURLE_OK) {
         /* libcurl cuts its message at CURL_ERROR_SIZE: a secret it cut is scrubbed too */
         char why[CURL_ERROR_SIZE];
@@ -556,11 +612,16 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
         if (wn)
             scrub_into(c, x->errbuf, wn, why, sizeof why, wn >= CURL_ERROR_SIZE - 1);
         push_error(L, x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", NULL);
-        lua_pushfstring(L, "%s %s: %s", x->method, x->path, wn ? why : curl_easy_strerror(x->cc));
+        lua_pushfstring(L, "%s %s: %s%s", x->method, x->path, wn ? why : curl_easy_strerror(x->cc),
+                        x->held_back ? " (not resent: the server may have received it)" : "");
         push_scrubbed(L, c, lua_tostring(L, -1), zd_rawlen(L, -1));
         lua_remove(L, -2);
         lua_setfield(L, -2, "message");
         set_num(L, "curl_code", x->cc);
+        if (x->held_back) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "not_resent");
+        }
         lua_pushinteger(L, x->attempts);
         lua_setfield(L, -2, "attempts");
         return 2;
@@ -637,6 +698,86 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
     return 2;
 }
 
+/* A positive integer id (Lua 5.4: an integer; LuaJIT: an integral double up to 2^53). */
+static int is_id(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+#if ZD_HAS_INTEGERS
+    return lua_isinteger(L, idx) && lua_tointeger(L, idx) > 0;
+#else
+    {
+        lua_Number v = lua_tonumber(L, idx);
+        return v >= 1 && v <= 9007199254740992.0 && v == floor(v);
+    }
+#endif
+}
+
+static const char *lua_kind(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        return zd_isinteger(L, idx) || lua_tonumber(L, idx) == floor(lua_tonumber(L, idx))
+                   ? "a number that is not a positive integer" : "a fraction";
+    return lua_isnil(L, idx) || zd_is_null(L, idx) ? "missing" : lua_typename(L, lua_type(L, idx));
+}
+
+/* Whether a job_status at idx has a string id and status; names the field in what if not. */
+static int job_shape(lua_State *L, int idx, const char *name, char *what, size_t n)
+{
+    const char *f = NULL;
+    idx = zd_absindex(L, idx);
+    if (!lua_istable(L, idx)) {
+        snprintf(what, n, "%s is %s, not an object", name, lua_kind(L, idx));
+        return 0;
+    }
+    lua_getfield(L, idx, "id");
+    lua_getfield(L, idx, "status");
+    if (lua_type(L, -2) != LUA_TSTRING)
+        f = "id";
+    else if (lua_type(L, -1) != LUA_TSTRING)
+        f = "status";
+    if (f)
+        snprintf(what, n, "%s.%s is %s, not a string", name, f, lua_kind(L, f[0] == 'i' ? -2 : -1));
+    lua_pop(L, 2);
+    return f == NULL;
+}
+
+/* The answer's object under key (on top of the stack) has the shape callers rely on: a user
+ * with a positive integer id, a job_status with a string id and status. A 200 without them is
+ * no success (issue 12: a string id came back as a user). */
+static int answer_shape(lua_State *L, const char *key, char *what, size_t n)
+{
+    if (!lua_istable(L, -1)) {
+        snprintf(what, n, "\"%s\" is %s, not an object", key, lua_kind(L, -1));
+        return 0;
+    }
+    if (strcmp(key, "user") == 0) {
+        int ok;
+        lua_getfield(L, -1, "id");
+        ok = is_id(L, -1);
+        if (!ok)
+            snprintf(what, n, "user.id is %s, not a positive integer", lua_kind(L, -1));
+        lua_pop(L, 1);
+        return ok;
+    }
+    if (strcmp(key, "job_status") == 0)
+        return job_shape(L, -1, "job_status", what, n);
+    if (strcmp(key, "job_statuses") == 0) {
+        size_t i, len = zd_rawlen(L, -1);
+        for (i = 1; i <= len; i++) {
+            char name[40];
+            int ok;
+            snprintf(name, sizeof name, "job_statuses[%d]", (int)i);
+            lua_rawgeti(L, -1, (int)i);
+            ok = job_shape(L, -1, name, what, n);
+            lua_pop(L, 1);
+            if (!ok)
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* Pushes value, meta for a successful transfer (value = body[key] when key is given),
  * or nil, err. */
 static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *key,
@@ -685,17 +826,20 @@ static int push_result_kept(lua_State *L, zd_client *c, zd_xfer *x, const char *
             lua_getfield(L, -1, key);
         else
             lua_pushnil(L);
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 2);
-            lua_pushnil(L);
-            push_error(L, "http", NULL);
-            lua_pushfstring(L, "answer has no \"%s\" field", key);
-            lua_setfield(L, -2, "message");
-            set_str(L, "code", "InvalidResponse");
-            set_num(L, "status", s);
-            add_response_fields(L, x);
-            scrub_tree(L, c, -1, 0);
-            return 2;
+        {
+            char what[96];
+            if (!answer_shape(L, key, what, sizeof what)) {
+                lua_pop(L, 2);
+                lua_pushnil(L);
+                push_error(L, "invalid_response", NULL);
+                lua_pushfstring(L, "%s %s answered HTTP %d, but %s", x->method, x->path, (int)s, what);
+                lua_setfield(L, -2, "message");
+                set_str(L, "code", "InvalidResponse");
+                set_num(L, "status", s);
+                add_response_fields(L, x);
+                scrub_tree(L, c, -1, 0);
+                return 2;
+            }
         }
         lua_remove(L, -2);
     }
@@ -719,7 +863,7 @@ static int call_event(zd_client *c, int ev)
         c->parked = luaL_ref(L, LUA_REGISTRYINDEX);
         return -1;
     }
-    return 0;
+    return c->closing ? -1 : 0;   /* closed by the callback: the run ends here */
 }
 
 static int hook_retry(void *ud, zd_xfer *x, const char *reason, double wait)
@@ -829,6 +973,10 @@ static int hook_unauthorized(void *ud, zd_xfer *x)
                 ok = -1;
                 goto done;
             }
+            if (c->closing) {
+                ok = -1;
+                goto done;
+            }
         }
         lua_createtable(L, 0, 2);
         set_str(L, "type", "token_refresh");
@@ -844,17 +992,53 @@ done:
     return ok;
 }
 
-/* Runs n prepared transfers; raises a parked callback error after cleaning up. */
-static void run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
+/* Ends a call: buffers that grew past ZD_KEEP_BYTES go back (issue 12: 60 answers of a gzip
+ * bomb kept 3.9 GB after request_many returned). Returns r, the results already pushed. */
+static int done(zd_client *c, int r)
 {
+    size_t i;
+    for (i = 0; i < c->t.npool; i++)
+        if (c->t.pool[i])
+            zd_xfer_release(c->t.pool[i]);
+    return r;
+}
+
+static void free_client(lua_State *L, zd_client *c);
+
+/* Runs n prepared transfers. An error a callback raised is parked and raised here, once
+ * libcurl let go of every transfer. A close() from a callback is done here too, after the
+ * loop: returns 1 then (the transfers are gone; the caller answers with push_closed). */
+static int run(lua_State *L, zd_client *c, zd_xfer **xs, size_t n)
+{
+    int r;
     c->refresh_err[0] = '\0';
     c->parked = LUA_NOREF;
-    if (zd_transport_run(&c->t, xs, n) < 0) {
+    c->busy = 1;
+    r = zd_transport_run(&c->t, xs, n);
+    c->busy = 0;
+    if (r < 0 && c->parked != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->parked);
         luaL_unref(L, LUA_REGISTRYINDEX, c->parked);
         c->parked = LUA_NOREF;
+        if (c->closing)
+            free_client(L, c);
+        else
+            done(c, 0);
         lua_error(L);
     }
+    if (c->closing) {
+        free_client(L, c);
+        return 1;
+    }
+    return 0;
+}
+
+/* nil, err for a call whose client a callback closed */
+static int push_closed(lua_State *L)
+{
+    lua_pushnil(L);
+    push_error(L, "closed", "the client was closed by a callback during the call; the call was abandoned");
+    return 2;
 }
 
 static zd_xfer *slot(lua_State *L, zd_client *c, size_t i)
@@ -932,22 +1116,31 @@ static int upsert_options(lua_State *L, int idx, zd_keep *keep, const char **nam
     lua_pop(L, 1);   /* the fields table: still held by the options table */
     keep->key = "user";
     keep->keylen = 4;
-    keep->n = (int)n;
     keep->names = names;
     keep->lens = lens;
-    return 1;
+    for (i = 0; i < n; i++)
+        if (lens[i] == 2 && memcmp(names[i], "id", 2) == 0)
+            break;
+    keep->n = (int)n;
+    if (i < n)
+        return 1;
+    /* the id is read whatever the fields, to check the answer, and dropped after */
+    names[n] = "id";
+    lens[n] = 2;
+    keep->n = (int)n + 1;
+    return 2;
 }
 
 /* client:upsert(user [, {fields = {...}}]): with fields, the user comes back with only those
  * (the rest of the answer is checked but not made into Lua values: a cheaper call) */
 static int c_upsert(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "upsert");
     zd_xfer *x;
     zd_keep keep;
-    const char *names[ZD_MAX_FIELDS];
-    size_t lens[ZD_MAX_FIELDS];
-    int kept;
+    const char *names[ZD_MAX_FIELDS + 1];
+    size_t lens[ZD_MAX_FIELDS + 1];
+    int kept, r;
     static const char path[] = "/api/v2/users/create_or_update.json";
     luaL_checktype(L, 2, LUA_TTABLE);
     kept = upsert_options(L, 3, &keep, names, lens);
@@ -955,13 +1148,19 @@ static int c_upsert(lua_State *L)
     if (!encode_body(L, x, 2, "user", "user"))
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
-    run(L, c, &x, 1);
-    return push_result_kept(L, c, x, "user", kept ? &keep : NULL);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
+    r = push_result_kept(L, c, x, "user", kept ? &keep : NULL);
+    if (kept == 2 && lua_istable(L, -2)) {
+        lua_pushnil(L);
+        lua_setfield(L, -3, "id");
+    }
+    return done(c, r);
 }
 
 static int c_bulk_upsert(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "bulk_upsert");
     zd_xfer *x;
     size_t n;
     static const char path[] = "/api/v2/users/create_or_update_many.json";
@@ -974,8 +1173,9 @@ static int c_bulk_upsert(lua_State *L)
         return 2;
     prepare(L, c, x, "POST", path, sizeof path - 1);
     x->no_resend = 1;
-    run(L, c, &x, 1);
-    return push_result(L, c, x, "job_status");
+    if (run(L, c, &x, 1))
+        return push_closed(L);
+    return done(c, push_result(L, c, x, "job_status"));
 }
 
 static int valid_job_id(const char *s, size_t n)
@@ -991,7 +1191,7 @@ static int valid_job_id(const char *s, size_t n)
 
 static int c_job_status(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "job_status");
     size_t n;
     const char *id = luaL_checklstring(L, 2, &n);
     zd_buf *u;
@@ -1003,13 +1203,14 @@ static int c_job_status(lua_State *L)
     if (!zd_buf_adds(u, "/api/v2/job_statuses/") || !zd_buf_add(u, id, n) || !zd_buf_adds(u, ".json"))
         return luaL_error(L, "zendesk: out of memory");
     prepare(L, c, x, "GET", u->p, u->len);
-    run(L, c, &x, 1);
-    return push_result(L, c, x, "job_status");
+    if (run(L, c, &x, 1))
+        return push_closed(L);
+    return done(c, push_result(L, c, x, "job_status"));
 }
 
 static int c_job_statuses(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "job_statuses");
     size_t i, n;
     zd_buf *u;
     zd_xfer *x;
@@ -1038,8 +1239,9 @@ static int c_job_statuses(lua_State *L)
         lua_pop(L, 1);
     }
     prepare(L, c, x, "GET", u->p, u->len);
-    run(L, c, &x, 1);
-    return push_result(L, c, x, "job_statuses");
+    if (run(L, c, &x, 1))
+        return push_closed(L);
+    return done(c, push_result(L, c, x, "job_statuses"));
 }
 
 static const char *check_method(lua_State *L, int idx)
@@ -1048,20 +1250,64 @@ static const char *check_method(lua_State *L, int idx)
     return methods[luaL_checkoption(L, idx, NULL, methods)];
 }
 
-/* Paths are the caller's, so nothing in them may reach another host or a header. */
+static int hex_digit(unsigned char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* Paths are the caller's, so nothing in them may reach another host, a header or another part
+ * of the server. The path part (before '?') is read as a server would after decoding: an escape
+ * of '.', '/', '\\', '%' or a control byte is refused (%2e%2e passed the '..' check and reached
+ * the stand-in's /__admin), so are "." and ".." segments, and it must be under /api/v2/. */
 static int valid_path(const char *p, size_t n)
 {
-    size_t i;
+    size_t i, seg = 1, q = n;
+    static const char api[] = "/api/v2/";
     if (n == 0 || n > 2048 || p[0] != '/' || (n > 1 && p[1] == '/'))
         return 0;
     for (i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)p[i];
         if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '\\' || ch == '"' || ch == '<' || ch == '>')
             return 0;
-        if (ch == '.' && i > 0 && p[i - 1] == '/' && i + 1 < n && p[i + 1] == '.')
-            return 0;
+        if (ch == '?' && q == n)
+            q = i;
     }
-    return 1;
+    for (i = 0; i <= q; i++) {
+        if (i < q && p[i] == '%') {
+            int hi = i + 2 < q ? hex_digit((unsigned char)p[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit((unsigned char)p[i + 2]) : -1;
+            int ch = hi * 16 + lo;
+            if (lo < 0 || ch == '.' || ch == '/' || ch == '\\' || ch == '%' || ch < 0x20 || ch == 0x7f)
+                return 0;
+        }
+        if (i == q || p[i] == '/') {
+            size_t len = i - seg;   /* the segment p[seg..i) */
+            if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+                return 0;
+            seg = i + 1;
+        }
+    }
+    return q >= sizeof api - 1 && memcmp(p, api, sizeof api - 1) == 0 && strstr(p, "/..") == NULL;
+}
+
+/* Whether sending the request twice does what sending it once does: GET, PUT, DELETE, and the
+ * create_or_update endpoints (they match on email / external_id). Any other POST (create_many,
+ * create_or_update_many: a job; POST /users: a second user) and PATCH is not resent once it may
+ * have reached the server. */
+static int idempotent(const char *method, const char *path, size_t n)
+{
+    static const char tail[] = "/create_or_update";
+    const char *q = memchr(path, '?', n);
+    if (q)
+        n = (size_t)(q - path);
+    if (strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0)
+        return 1;
+    if (strcmp(method, "PATCH") == 0)
+        return 0;
+    if (n > 5 && memcmp(path + n - 5, ".json", 5) == 0)
+        n -= 5;
+    return n >= sizeof tail - 1 && memcmp(path + n - (sizeof tail - 1), tail, sizeof tail - 1) == 0;
 }
 
 /* Prepares transfer x from (method, path, body) at stack positions m, m+1, m+2;
@@ -1072,7 +1318,8 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
     const char *method = check_method(L, m);
     const char *path = luaL_checklstring(L, m + 1, &pn);
     if (!valid_path(path, pn)) {
-        fail_validation(L, "path: must start with '/' and hold only printable characters, no '..'");
+        fail_validation(L, "path: must be under /api/v2/ and hold only printable characters, no '.' or '..' "
+                           "segment, no escaped '.', '/', '\\', '%' or control byte");
         return 0;
     }
     switch (lua_type(L, m + 2)) {
@@ -1095,28 +1342,28 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
         return luaL_argerror(L, m + 2, "body must be a table, a JSON string or nil");
     }
     prepare(L, c, x, method, path, pn);
-    /* the one endpoint whose request, if it arrived, made something (a job) we would not know of */
-    x->no_resend = strcmp(method, "POST") == 0 && strstr(path, "/users/create_or_update_many") != NULL;
+    x->no_resend = !idempotent(method, path, pn);
     return 1;
 }
 
 static int c_request(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "request");
     zd_xfer *x = slot(L, c, 0);
     if (!prepare_request(L, c, x, 2))
         return 2;
-    run(L, c, &x, 1);
-    return push_result(L, c, x, NULL);
+    if (run(L, c, &x, 1))
+        return push_closed(L);
+    return done(c, push_result(L, c, x, NULL));
 }
 
 /* request_many{ {method, path, body}, ... }: concurrent, over the multi handle.
  * Returns an array of {value = ..., meta = ...} or {err = ...}, in request order. */
 static int c_request_many(lua_State *L)
 {
-    zd_client *c = check_client(L);
+    zd_client *c = check_client(L, "request_many");
     zd_xfer *xs[ZD_MAX_CONCURRENT];
-    int ok[ZD_MAX_CONCURRENT];
+    int ok[ZD_MAX_CONCURRENT], closed = 0;
     size_t i, n, live = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
     n = zd_rawlen(L, 2);
@@ -1149,14 +1396,17 @@ static int c_request_many(lua_State *L)
         for (i = 0; i < n; i++)
             if (ok[i])
                 torun[live++] = xs[i];
-        if (live)
-            run(L, c, torun, live);
+        if (live && run(L, c, torun, live))
+            closed = 1;
     }
     for (i = 0; i < n; i++) {
         if (!ok[i])
             continue;
         lua_createtable(L, 0, 2);
-        push_result(L, c, xs[i], NULL);
+        if (closed)
+            push_closed(L);
+        else
+            push_result(L, c, xs[i], NULL);
         lua_getfield(L, -1, "kind");   /* errors have a kind, metas don't */
         if (!lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -1169,14 +1419,27 @@ static int c_request_many(lua_State *L)
         }
         lua_rawseti(L, 3, (int)i + 1);
     }
-    return 1;
+    return closed ? 1 : done(c, 1);
 }
 
 static int c_close(lua_State *L)
 {
     zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
-    if (!c->open && !c->t.multi && !c->t.base && c->on_event == LUA_NOREF)
+    if (c->busy) {
+        /* from a callback: libcurl still holds the transfers; run() frees them after the loop */
+        c->open = 0;
+        c->closing = 1;
         return 0;
+    }
+    free_client(L, c);
+    return 0;
+}
+
+static void free_client(lua_State *L, zd_client *c)
+{
+    c->closing = 0;
+    if (!c->open && !c->t.multi && !c->t.base && c->on_event == LUA_NOREF)
+        return;
     c->open = 0;
     zd_transport_free(&c->t);
     zd_free_secret(&c->refresh_token);
@@ -1189,7 +1452,6 @@ static int c_close(lua_State *L)
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_event);
     luaL_unref(L, LUA_REGISTRYINDEX, c->on_refresh);
     c->on_event = c->on_refresh = LUA_NOREF;
-    return 0;
 }
 
 static int c_tostring(lua_State *L)
@@ -1199,6 +1461,18 @@ static int c_tostring(lua_State *L)
         lua_pushfstring(L, "zendesk.Client (%s)", c->t.base);
     else
         lua_pushliteral(L, "zendesk.Client (closed)");
+    return 1;
+}
+
+/* held_bytes() -> bytes the client's transfer buffers hold between calls (a diagnostic) */
+static int c_held_bytes(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    size_t i, n = 0;
+    for (i = 0; i < c->t.npool; i++)
+        if (c->t.pool[i])
+            n += zd_xfer_held(c->t.pool[i]);
+    lua_pushnumber(L, (lua_Number)n);
     return 1;
 }
 
@@ -1300,10 +1574,28 @@ static int valid_subdomain(const char *s, size_t n)
     return 1;
 }
 
+/* Loopback is the literal addresses 127.0.0.0/8 (a dotted quad, each part 0-255) and [::1], and
+ * the name localhost: parsed as a whole, never a prefix ("127.attacker.example" is a name). */
 static int is_loopback(const char *host)
 {
-    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
-           strcmp(host, "::1") == 0;
+    int part, digits;
+    unsigned value;
+    const char *p = host;
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0)
+        return 1;
+    for (part = 0; part < 4; part++) {
+        value = 0;
+        for (digits = 0; *p >= '0' && *p <= '9'; p++, digits++) {
+            value = value * 10 + (unsigned)(*p - '0');
+            if (digits >= 3 || value > 255)
+                return 0;
+        }
+        if (digits == 0 || (part == 0 && value != 127))
+            return 0;
+        if (part < 3 && *p++ != '.')
+            return 0;
+    }
+    return *p == '\0';
 }
 
 /* base URL from url = "scheme://host[:port]" (no path, credentials, query or fragment) */
@@ -1358,7 +1650,7 @@ static void set_base_url(lua_State *L, zd_client *c, const char *url, int insecu
 static const char *const known_options[] = {
     "url", "subdomain", "email", "token", "password", "oauth", "timeout", "connect_timeout",
     "ca_file", "proxy", "user_agent", "max_retries", "max_retry_wait", "retry_base_delay",
-    "on_event", "allow_insecure_http", NULL
+    "on_event", "allow_insecure_http", "max_answer_bytes", NULL
 };
 static const char *const known_oauth[] = {
     "access_token", "refresh_token", "client_id", "client_secret", "on_refresh", NULL
@@ -1465,6 +1757,7 @@ static int core_new(lua_State *L)
     c->t.max_retries = (int)opt_number(L, 1, "max_retries", 5, 0, 100);
     c->t.max_retry_wait = opt_number(L, 1, "max_retry_wait", 60, 0, 86400);
     c->t.retry_base = opt_number(L, 1, "retry_base_delay", 0.5, 0, 3600);
+    c->t.max_answer = (size_t)opt_number(L, 1, "max_answer_bytes", ZD_DEFAULT_MAX_ANSWER, 1024, 1024.0 * 1024 * 1024);
     if ((s = opt_string(L, 1, "ca_file", NULL)) != NULL)
         c->t.ca_file = strdup(s);
     if ((s = opt_string(L, 1, "proxy", NULL)) != NULL)
@@ -1625,6 +1918,7 @@ static const luaL_Reg client_methods[] = {
     {"request_many", c_request_many},
     {"close", c_close},
     {"is_open", c_is_open},
+    {"held_bytes", c_held_bytes},
     {NULL, NULL}
 };
 

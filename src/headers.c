@@ -57,7 +57,6 @@ double zd_parse_retry_after(const char *v, size_t n)
 {
     char tmp[64];
     size_t i = 0, j;
-    char *end;
     double d;
     while (i < n && (v[i] == ' ' || v[i] == '\t'))
         i++;
@@ -69,9 +68,16 @@ double zd_parse_retry_after(const char *v, size_t n)
         tmp[j] = v[i];
     tmp[j] = '\0';
     if (isdigit((unsigned char)tmp[0])) {
-        d = strtod(tmp, &end);
-        if (*end != '\0' || d != d || d < 0)
-            return -1;
+        /* RFC 9110 delay-seconds = 1*DIGIT: "1.5", "0x10", "1e1" are not a delay (strtod read
+         * them as 1.5, 16 and 10) */
+        size_t k;
+        d = 0;
+        for (k = 0; k < j; k++) {   /* j, not the NUL: a NUL inside is not a digit either */
+            if (!isdigit((unsigned char)tmp[k]))
+                return -1;
+            if (d < 86400.0 * 365)
+                d = d * 10 + (tmp[k] - '0');
+        }
         return d > 86400.0 * 365 ? 86400.0 * 365 : d;
     }
     {

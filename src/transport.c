@@ -38,11 +38,46 @@ static double rnd(zd_transport *t)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    zd_buf *body = ud;
+    zd_sink *sink = ud;
     size_t len = size * n;
-    if (body->len + len > ZD_MAX_BODY || !zd_buf_add(body, p, len))
+    if (len > sink->limit - sink->buf->len) {
+        /* decoded size, not download size: a small gzip answer can decode to gigabytes */
+        sink->too_large = 1;
+        sink->received = sink->buf->len + len;
         return 0;   /* libcurl aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (!zd_buf_add(sink->buf, p, len))
+        return 0;
     return len;
+}
+
+static void sink_reset(zd_sink *sink, zd_buf *buf, size_t limit)
+{
+    sink->buf = buf;
+    sink->limit = limit;
+    sink->received = 0;
+    sink->too_large = 0;
+}
+
+/* Gives back the buffers of a call that grew large (a big answer or body): memory held
+ * between calls stays small, whatever one answer needed. */
+void zd_xfer_release(zd_xfer *x)
+{
+    if (x->body.cap > ZD_KEEP_BYTES)
+        zd_buf_free(&x->body);
+    if (x->req.cap > ZD_KEEP_BYTES) {
+        zd_wipe(x->req.p, x->req.cap);
+        zd_buf_free(&x->req);
+    }
+    if (x->url.cap > ZD_KEEP_BYTES) {
+        zd_buf_free(&x->url);
+        x->path = NULL;
+    }
+}
+
+size_t zd_xfer_held(const zd_xfer *x)
+{
+    return x->body.cap + x->req.cap + x->url.cap;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -170,7 +205,8 @@ zd_xfer *zd_transport_xfer(zd_transport *t, size_t i)
     common_options(t, x->easy, x->errbuf);
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
     curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->body);
+    sink_reset(&x->sink, &x->body, t->max_answer);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->sink);
     curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->resp);
     x->auth_gen = t->auth_gen - 1;   /* credentials go on at the first start */
@@ -239,6 +275,8 @@ static void start(zd_transport *t, zd_xfer *x)
         x->body.p[0] = '\0';
     x->errbuf[0] = '\0';
     x->waited_too_long = 0;
+    x->held_back = 0;
+    sink_reset(&x->sink, &x->body, t->max_answer);
     zd_resp_reset(&x->resp);
     if (curl_multi_add_handle(t->multi, x->easy) != CURLM_OK) {
         x->cc = CURLE_OUT_OF_MEMORY;
@@ -257,7 +295,7 @@ static int finish(zd_transport *t, zd_xfer *x)
 
     x->attempts++;
     x->state = ZD_X_DONE;
-    if (x->cc == CURLE_OK) {
+    if (x->cc == CURLE_OK || x->sink.too_large) {
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         x->resp.status = status;
     }
@@ -265,8 +303,10 @@ static int finish(zd_transport *t, zd_xfer *x)
         if (!zd_cc_retryable(x->cc))
             return 0;
         /* before the connection stood, nothing was sent; after, the server may have it */
-        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST)
+        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST) {
+            x->held_back = 1;
             return 0;
+        }
         snprintf(reason, sizeof reason, "%s",
                  x->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : curl_easy_strerror(x->cc));
         wait = backoff(t, x->attempts);
@@ -382,6 +422,7 @@ CURLcode zd_transport_post_plain(zd_transport *t, const char *path, const char *
                                  zd_buf *out, zd_resp *resp, char *errbuf)
 {
     zd_buf url = {0};
+    zd_sink sink;
     CURLcode cc;
     long status = 0;
     CURL *e = curl_easy_init();
@@ -400,10 +441,14 @@ CURLcode zd_transport_post_plain(zd_transport *t, const char *path, const char *
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+    sink_reset(&sink, out, t->max_answer);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, resp);
     cc = curl_easy_perform(e);
+    if (sink.too_large)
+        snprintf(errbuf, CURL_ERROR_SIZE, "answer too large (%zu bytes received, limit %zu)", sink.received,
+                 sink.limit);
     if (cc == CURLE_OK) {
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         resp->status = status;

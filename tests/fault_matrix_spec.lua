@@ -89,7 +89,7 @@ local FAULTS = {
     kind = "http", status = 200, code = "InvalidJSON", sync = "resubmits" },
   -- valid JSON, but not the object the answer must be (a proxy's "null"): an error, never a raise
   { name = "JSON null (200)", inject = { status = 200, content_type = "application/json", body = "null" },
-    kind = "http", status = 200, code = "InvalidResponse", sync = "resubmits" },
+    kind = "invalid_response", status = 200, code = "InvalidResponse", sync = "resubmits" },
   -- an error answer whose JSON body is not an object: read as text, never indexed (it raised)
   { name = "500 with JSON null body", inject = { status = 500, content_type = "application/json", body = "null" },
     retried = true, kind = "http", status = 500, sync = "fatal" },

@@ -46,7 +46,14 @@ function _M.wait(client, job, opts)
     local js, res = client.core:job_status(id)
     if js then
       last = js
-      if on_progress then on_progress(js) end
+      if on_progress then
+        on_progress(js)
+        -- a callback that closed the client ends the wait cleanly, as it ends a call in the core
+        if not client.core:is_open() then
+          return nil, core.error{ kind = "closed", job = js, job_id = id,
+            message = "the client was closed by on_progress while waiting for job " .. id }
+        end
+      end
       if js.status == "completed" then
         return js, res
       end

@@ -587,7 +587,7 @@ function Sync:handle_post(batch, res)
     self:fail(err)
     return
   end
-  if kind == "http" and (status or 0) >= 200 and status < 300 then
+  if (kind == "http" or kind == "invalid_response") and (status or 0) >= 200 and status < 300 then
     -- an answer we could not read: the job may exist
     self:job_lost(batch, "uncertain", "the answer to the submission was unreadable: " .. tostring(err))
     return

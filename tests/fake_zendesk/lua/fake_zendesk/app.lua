@@ -152,7 +152,7 @@ local function apply_fault(f, r)
     local ctype, body = faults.default_body(f.status)
     if f.body then body = f.body end
     if f.content_type then ctype = f.content_type end
-    send(f.status, body, f.headers, ctype)
+    send(f.status, faults.body_of(f, body), f.headers, ctype)
     return true
   elseif a == "reset" then
     faults.reset_connection(f)

@@ -99,6 +99,14 @@ function _M.add(f)
       fault.body = f.body
     end
     if f.content_type ~= nil then fault.content_type = tostring(f.content_type) end
+    -- pad: that many spaces after the body (still valid JSON; gzip makes it a small download
+    -- that decodes large, like a gzip bomb)
+    if f.pad ~= nil then
+      if type(f.pad) ~= "number" or f.pad < 0 or f.pad > 256 * 1024 * 1024 then
+        return nil, "pad must be a number of bytes (0 to 256 MiB)"
+      end
+      fault.pad = math.floor(f.pad)
+    end
     fault.delay_ms = tonumber(f.delay_ms) or (fault.action == "delay" and 1000 or nil)
   end
   return state.locked(function()
@@ -109,6 +117,12 @@ function _M.add(f)
     meta:incr("faults_ver", 1, 0)
     return fault
   end)
+end
+
+-- The body of a status fault: its own or the default one, then its padding.
+function _M.body_of(f, body)
+  if f.pad and f.pad > 0 then return body .. string.rep(" ", f.pad) end
+  return body
 end
 
 function _M.clear()
