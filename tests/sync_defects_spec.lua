@@ -261,7 +261,7 @@ describe("issue 12 (Lua layer)", function()
       assert.equal(name, s:users()[1].name)
     end)
 
-    it("nothing a row holds stops the journal or a JSON report, and a resume gives the same report", function()
+    it("nothing a row holds stops the journal or a JSON report", function()
       local path = dir .. "/bad.csv"
       write_file(path, "name,email,external_id\nA,a@x.io,a1\nB\255,b@x.io,b\255\nC,c@x.io,c1\n")
       local jpath, rpath = dir .. "/bad.journal", dir .. "/bad.json"
@@ -276,6 +276,23 @@ describe("issue 12 (Lua layer)", function()
       for _, o in ipairs(rep) do if o.row == 2 then r2 = o end end
       assert.equal("invalid", r2.outcome)
       assert.equal("b\\xff", r2.external_id)
+    end)
+
+    it("nor do bytes that a server answer quotes", function()
+      s:fault{ path = MANY, status = 400, count = 1,
+               body = '{"error":"Bad\255Request","description":"row x\192\175 refused"}' }
+      local jpath, rpath = dir .. "/srv.journal", dir .. "/srv.json"
+      local seen = {}
+      local report, err = client:sync_users({ { email = "a@x.io", name = "A" } },
+        { journal = jpath, report = rpath, on_row = function(o) seen[#seen + 1] = o end })
+      assert.is_table(report, tostring(err))
+      assert.equal(1, report.failed)
+      assert.equal("finished", journal.state(jpath))
+      assert.is_table(core.decode(read_file(rpath)))
+      local back = {}
+      assert(journal.load(jpath, function(o) back[#back + 1] = o end))
+      assert.equal(seen[1].error, back[1].error)
+      assert.equal(seen[1].details, back[1].details)
     end)
 
     it("the row check matches the encoder: what validation passes, the encoder takes", function()

@@ -5,6 +5,7 @@
 -- syntax: ok, err = writer:write(outcome)      (outcome = {row=, outcome=, id=, email=, ...})
 -- syntax: ok, err = writer:close()
 local core = require "zendesk.core"
+local utf8_escape = require("zendesk.users").utf8_escape
 
 local error, type, tostring, setmetatable = error, type, tostring, setmetatable
 local concat, find, gsub, lower, match = table.concat, string.find, string.gsub, string.lower, string.match
@@ -79,7 +80,10 @@ function Writer:write(o)
     local t = {}
     for i = 1, #COLUMNS do
       local k = COLUMNS[i]
-      if o[k] ~= nil then t[k] = o[k] end
+      local v = o[k]
+      -- JSON holds no raw bytes: a row's invalid UTF-8 is shown as \xNN (the CSV report keeps them)
+      if type(v) == "string" then v = utf8_escape(v) end
+      if v ~= nil then t[k] = v end
     end
     local json, jerr = core.encode(t)
     if not json then return nil, io_error(self.path, jerr) end

@@ -3,11 +3,94 @@
 local core = require "zendesk.core"
 
 local floor, huge = math.floor, math.huge
-local concat, pairs, type, tostring = table.concat, pairs, type, tostring
+local concat, pairs, next, rawget, type, tostring = table.concat, pairs, next, rawget, type, tostring
+local byte, find, format, strsub = string.byte, string.find, string.format, string.sub
+-- the metatable itself, even behind a __metatable field
+local getmt = debug and debug.getmetatable or getmetatable
 
 local _M = { _VERSION = core.version }
 
 local null = core.null
+local array_mt, object_mt = core.array_mt, core.object_mt
+
+-- The first byte (1-based) of s that the JSON encoder would refuse, or nil: the rules of
+-- src/json.c (no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF), which are also
+-- Lua 5.4's utf8.len without lax; LuaJIT has no utf8 library, hence this loop.
+local function utf8_bad(s, init)
+  local i = find(s, "[\128-\255]", init)
+  while i do
+    local c, n, lo, hi = byte(s, i), 1, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then  -- luacheck: ignore 542 (two bytes: n = 1 as set)
+    elseif c == 0xE0 then n, lo = 2, 0xA0
+    elseif c == 0xED then n, hi = 2, 0x9F
+    elseif c >= 0xE1 and c <= 0xEF then n = 2
+    elseif c == 0xF0 then n, lo = 3, 0x90
+    elseif c >= 0xF1 and c <= 0xF3 then n = 3
+    elseif c == 0xF4 then n, hi = 3, 0x8F
+    else return i end
+    local b = byte(s, i + 1)
+    if not b or b < lo or b > hi then return i end
+    for k = 2, n do
+      b = byte(s, i + k)
+      if not b or b < 0x80 or b > 0xBF then return i end
+    end
+    i = find(s, "[\128-\255]", i + n + 1)
+  end
+  return nil
+end
+_M.utf8_bad = utf8_bad
+
+-- s with every byte the encoder would refuse written as \xNN, for text that must go out
+-- whatever it holds (a journal message, a JSON report); s itself when it is valid.
+function _M.utf8_escape(s)
+  local bad = utf8_bad(s)
+  if not bad then return s end
+  local out, pos = {}, 1
+  while bad do
+    out[#out + 1] = strsub(s, pos, bad - 1)
+    out[#out + 1] = format("\\x%02x", byte(s, bad))
+    pos = bad + 1
+    bad = utf8_bad(s, pos)
+  end
+  out[#out + 1] = strsub(s, pos)
+  return concat(out)
+end
+
+-- A table is read by the encoder raw. One whose metatable changes what indexing, pairs or #
+-- see would be checked as one thing and sent as another: refused (the encoder's own shape
+-- markers, zendesk.array_mt and object_mt, change nothing of that and are fine).
+local function disguised(t)
+  local mt = getmt(t)
+  return mt ~= nil and mt ~= array_mt and mt ~= object_mt and type(mt) == "table"
+    and (rawget(mt, "__index") ~= nil or rawget(mt, "__pairs") ~= nil or rawget(mt, "__len") ~= nil)
+end
+local DISGUISED = "a table with a metatable (__index, __pairs or __len) is not accepted: " ..
+                  "the encoder sends its raw fields"
+
+-- Looks through a field's value as the encoder will (raw): answers where inside it ("", "[2]",
+-- ".department") and what is wrong, or nothing.
+local function raw_problem(v, depth)
+  local t = type(v)
+  if t == "string" then
+    local bad = utf8_bad(v)
+    if bad then return "", "invalid UTF-8 (byte " .. bad .. ")" end
+  elseif t == "table" then
+    if disguised(v) then return "", DISGUISED end
+    if depth > 32 then return end   -- the encoder refuses deeper nesting itself
+    for k, x in next, v do
+      local at
+      if type(k) == "string" then
+        local bad = utf8_bad(k)
+        if bad then return "", "invalid UTF-8 in a key (byte " .. bad .. ")" end
+        at = "." .. k
+      else
+        at = "[" .. tostring(k) .. "]"
+      end
+      local sub, msg = raw_problem(x, depth + 1)
+      if msg then return at .. sub, msg end
+    end
+  end
+end
 
 -- path: where the user is ("user", "users[3]", "row 12"); sub: inside the field ("[2]", ".name")
 local function fail(path, field, message, sub)
@@ -146,9 +229,20 @@ function _M.validate(user, path)
     return nil, core.error{ kind = "validation", path = path,
                             message = (path or "user") .. ": must be a table, got " .. type(user) }
   end
-  for k, v in pairs(user) do
+  if disguised(user) then
+    return nil, core.error{ kind = "validation", path = path, message = (path or "user") .. ": " .. DISGUISED }
+  end
+  for k, v in next, user do
     if type(k) ~= "string" then
       return fail(path, tostring(k), "field names must be strings")
+    end
+    local bad = utf8_bad(k)
+    if bad then
+      return fail(path, _M.utf8_escape(k), "invalid UTF-8 in the field name (byte " .. bad .. ")")
+    end
+    local inside, problem = raw_problem(v, 0)
+    if problem then
+      return fail(path, k, problem, inside)
     end
     local check = checks[k]
     if not check then
@@ -213,6 +307,9 @@ end
 function _M.check_upsert_many_arg(list, method)
   if type(list) ~= "table" then
     error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), 3)
+  end
+  if disguised(list) then
+    return nil, core.error{ kind = "validation", path = "users", message = "users: " .. DISGUISED }
   end
   local n = #list
   if n < 1 or n > 100 then
