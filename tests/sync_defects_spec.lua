@@ -496,6 +496,12 @@ describe("issue 12 (Lua layer)", function()
       local report, err = client:sync_users(path, { report = dir .. "/same.csv", journal = dir .. "/same.csv" })
       assert.is_nil(report)
       assert.matches("report", err.message)
+      -- two spellings of one path that does not exist yet
+      report, err = client:sync_users(path, { report = dir .. "/two.csv", journal = dir .. "/./two.csv" })
+      assert.is_nil(report)
+      assert.matches("report", err.message)
+      assert.is_nil(read_file(dir .. "/two.csv"))
+      assert.equal(0, api_requests(s))
     end)
 
     it("writes the report under a temporary name and renames it into place at the end", function()

@@ -12,7 +12,8 @@
 -- an error raised by it is a fatal error of the reader).
 -- opts: format, delimiter (one byte, default ","), tag_separator (default ";"), columns (header
 -- -> field spec or false), field_types (user_fields key -> text | integer | decimal | checkbox |
--- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size.
+-- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size,
+-- name (what messages call a file handle's input, default "<csv input>").
 -- Misuse raises error(msg, 2); so does a CSV header with an unknown or doubly mapped column.
 -- A file that cannot be opened, or whose CSV header cannot be read, gives nil, err.
 --
@@ -75,7 +76,7 @@ local FORMATS = {csv = true, json = true, ndjson = true}
 local EXTENSIONS = {csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson"}
 local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
-  field_types = "table", decode = "function", chunk_size = "number",
+  field_types = "table", decode = "function", chunk_size = "number", name = "string",
 }
 
 ---------------------------------------------------------------------------------------------------
@@ -958,7 +959,7 @@ function _M.open(input, opts)
       error("opts.format is required when reading from a file handle " ..
             "(\"csv\", \"json\" or \"ndjson\")", 2)
     end
-    file, name = input, "<" .. fmt .. " input>"
+    file, name = input, opts.name or ("<" .. fmt .. " input>")
   elseif io_type(input) == "closed file" then
     error("bad argument #1 to 'open' (the file handle is closed)", 2)
   else

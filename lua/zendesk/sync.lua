@@ -116,7 +116,7 @@ local function open_source(source, ropts)
     if not f then return nil, io_err(err, { path = source }) end
     local size = f:seek("end")
     f:seek("set", 0)
-    local o = {}
+    local o = { name = source }   -- read errors name the path, not "<csv input>"
     for k, v in pairs(ropts) do o[k] = v end
     o.format = fmt
     local ok, reader, rerr = pcall(sources.open, f, o)
@@ -134,6 +134,18 @@ local function open_source(source, ropts)
   if not ok then error(reader, 3) end
   if not reader then return nil, io_err(tostring(rerr)) end
   return reader, nil, nil, ropts.format
+end
+
+-- Whether two paths name one place, when it may not exist yet ("x.csv", "./x.csv", "d/../x.csv"):
+-- the same name in the same directory.
+local function same_new_path(a, b)
+  local da, na = match(a, "^(.*)/([^/]*)$")
+  local db, nb = match(b, "^(.*)/([^/]*)$")
+  da, na = da or ".", na or a
+  db, nb = db or ".", nb or b
+  if na ~= nb then return false end
+  local ia = core.file_id(da == "" and "/" or da)
+  return ia ~= nil and ia == core.file_id(db == "" and "/" or db)
 end
 
 local function describe_source(source, size, fmt)
@@ -863,6 +875,38 @@ local function start(S, client, source, opts)
   end
   if source == nil then error("sync_users: argument 'source' is required", 3) end
 
+  local keeps_journal = opts.journal and not S.dry_run
+  if type(source) == "string" then
+    local id, kind = core.file_id(source)
+    if not id then return nil, io_err(source .. ": " .. kind, { path = source }) end
+    if kind == "directory" then
+      return nil, io_err(source .. ": is a directory, not a file of users", { path = source })
+    end
+    if kind ~= "file" and keeps_journal then
+      return nil, io_err(format("%s is not a regular file (%s): a sync with a journal reads its input twice "
+        .. "(once to digest it, for a resume)", source, kind), { path = source })
+    end
+  end
+  -- nothing the sync writes may be its input (a report or journal over it would destroy it)
+  local input_id = (type(source) == "string" or io_type(source) == "file") and core.file_id(source) or nil
+  local outputs = { { "report", opts.report }, { "journal", keeps_journal and opts.journal },
+                    { "report's temporary file", opts.report and opts.report .. ".tmp" } }
+  for _, o in ipairs(outputs) do
+    local what, p = o[1], o[2]
+    if p and input_id and core.file_id(p) == input_id then
+      return nil, core.error{ kind = "validation", path = p, message = format(
+        "%s %s is the input file%s: refused, it would overwrite it", what, p,
+        type(source) == "string" and " " .. source or "") }
+    end
+  end
+  if opts.report and keeps_journal then
+    local rid = core.file_id(opts.report)
+    if (rid and rid == core.file_id(opts.journal)) or same_new_path(opts.report, opts.journal) then
+      return nil, core.error{ kind = "validation", path = opts.report, message = format(
+        "journal %s is the report file %s: give them different paths", opts.journal, opts.report) }
+    end
+  end
+
   if io_type(source) == "file" then
     -- before the reader buffers anything: where the caller's handle starts and ends
     local cur = source:seek("cur")
@@ -877,6 +921,16 @@ local function start(S, client, source, opts)
   S.reader, S.file = reader, file
   if file then S.pos_file, S.pos_base, S.size = file, 0, size end
 
+  -- The content digest of a file input: the whole file is digested (in C, one extra streamed
+  -- pass) before the run reads its first row, and again before a resume, so that the start
+  -- record holds it and a resume refuses any other content, even of the same size. A file
+  -- rewritten while the first run reads it is not detected.
+  local digest
+  if keeps_journal and type(source) == "string" then
+    local derr
+    digest, derr = core.digest(source)
+    if not digest then return nil, io_err(derr, { path = source }) end
+  end
   if opts.resume and type(source) == "string" then
     local header = journal.header(opts.journal)
     local src = type(header.source) == "table" and header.source or {}
@@ -884,6 +938,12 @@ local function start(S, client, source, opts)
       return nil, core.error{ kind = "validation", message = format(
         "%s has %d bytes, the journal was written for %d: the input changed, a resume would map rows wrongly",
         source, size, src.size) }
+    end
+    if type(src.digest) == "string" and src.digest ~= digest then
+      return nil, core.error{ kind = "validation", message = format(
+        "%s changed since the journal was written (content digest %s, the journal has %s): a resume would map "
+        .. "rows wrongly; resume with the file it was written for, or start a new sync", source,
+        tostring(digest), src.digest) }
     end
   end
 
@@ -919,8 +979,10 @@ local function start(S, client, source, opts)
     S.next_poll = now
     S:jsync()
   elseif opts.journal and not S.dry_run then
+    local described = describe_source(source, size, fmt)
+    described.digest = digest
     local header = {
-      time = os_time(), source = describe_source(source, size, fmt),
+      time = os_time(), source = described,
       reader = ropts, batch_size = S.batch_size, max_jobs = S.max_jobs, url = base_url(client),
       report = opts.report,
     }
