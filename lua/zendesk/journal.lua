@@ -11,6 +11,8 @@
 --   {"t":"done","b":B,"id":J,"out":[O,...]}             final outcome of every row of batch B
 --   {"t":"retry","b":B,"id":J,"status":"failed"|"killed"|"gone"|"uncertain","why":"..."}
 --                                                       batch B's rows go again in a later batch
+--   {"t":"refused","b":B,"why":"..."}                   batch B got a 429 (once per batch); it is sent
+--                                                       again as B, its rows unchanged
 --   {"t":"rows","out":[O,...]}                          invalid and skipped rows (never sent)
 --   {"t":"fatal","message":"..."}  /  {"t":"end","time":T,"counts":{...}}
 -- An outcome O is {"r":row,"o":"created"|"updated"|"failed"|"invalid"|"skipped","id":..,

@@ -37,6 +37,9 @@ local PROBE_EVERY = 10
 local MAX_CONFLICTS = 3
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
 local MAX_POLL_FAILURES = 10
+-- Default of opts.rate_limit_timeout: how long 429s may refuse every submission (while no job of
+-- ours finishes) or every poll before the sync stops, resumably.
+local RATE_LIMIT_TIMEOUT = 600
 
 local OPTIONS = {
   batch_size = "number", max_jobs = "number", journal = "string", resume = "boolean",
@@ -45,7 +48,7 @@ local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table",
   poll_interval = "number", max_poll_interval = "number", not_found_grace = "number",
-  progress_interval = "number", job_timeout = "number",
+  progress_interval = "number", job_timeout = "number", rate_limit_timeout = "number",
 }
 local READER_OPTIONS = { "format", "delimiter", "tag_separator", "columns", "field_types" }
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
@@ -73,7 +76,8 @@ local function check_opts(opts)
   int_in("batch_size", 1, 100)
   -- one request_many round carries a POST per free slot and the poll: the core runs 64 at most
   int_in("max_jobs", 1, 60)
-  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval", "job_timeout" } do
+  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval", "job_timeout",
+                      "rate_limit_timeout" } do
     if opts[k] ~= nil and not (opts[k] >= 0 and opts[k] < huge) then
       error("sync_users: option '" .. k .. "' must be a non-negative number", 3)
     end
@@ -500,6 +504,14 @@ function Sync:job_stuck(job)
   self:settle(batch)
 end
 
+-- The error a sync stops with when 429s refused every `what` for `waited` seconds.
+function Sync:rate_limit_error(what, err, waited)
+  return core.error{ kind = "rate_limited", status = err.status or 429, code = err.code,
+    request_id = err.request_id, retry_after = err.retry_after, message = format(
+    "Zendesk refused every %s with 429 for %d s (rate_limit_timeout %g s): stopped; resume later (last: %s)",
+    what, floor(waited), self.rate_limit_timeout, tostring(err)) }
+end
+
 -- Whether a batch already holds rows on their second try.
 local function batch_retried(batch)
   for i = 1, batch.n do
@@ -516,6 +528,7 @@ function Sync:handle_post(batch, res)
     -- taken only after the core waited out refusals (429 TooManyJobs, 5xx): we are at the limit
     if type(res.meta) == "table" and (res.meta.attempts or 1) > 1 then self.too_many = true end
     local job = { batch = batch, id = js.id, at = now, seen = false, misses = 0 }
+    self.refused_since = nil
     self.inflight[#self.inflight + 1] = job
     self.jobs = self.jobs + 1
     self:jwrite{ t = "job", b = batch.b, id = js.id, at = os_time() }
@@ -533,14 +546,24 @@ function Sync:handle_post(batch, res)
     return
   end
   if kind == "rate_limited" then
-    -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows
+    -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows; but not
+    -- for ever when nothing moves (no submission taken, no job of ours finished)
     self.too_many = true
-    self:jwrite{ t = "retry", b = batch.b, status = "refused", why = tostring(err) }
-    batch.b = nil
+    self.refusals = self.refusals + 1
+    self.refused_since = self.refused_since or now
+    if now - self.refused_since > self.rate_limit_timeout then
+      self:fail(self:rate_limit_error("bulk submission", err, now - self.refused_since))
+      return
+    end
+    -- the batch keeps its number: its batch record stands (a resume sends it again), and one
+    -- refused record per batch tells why it waited, however many refusals there are
+    if not batch.refused then
+      batch.refused = true
+      self:jwrite{ t = "refused", b = batch.b, why = tostring(err) }
+    end
     insert(self.ready, 1, batch)
     local wait = type(err.retry_after) == "number" and err.retry_after or 1
     self.submit_after = max(self.submit_after, now + max(wait, 0.5))
-    self.refusals = self.refusals + 1
     return
   end
   if kind == "http" and status == 413 and batch.n > 1 then
@@ -622,9 +645,15 @@ function Sync:handle_poll(chunks)
       self:fail(failure)
       return
     end
-    -- the account's rate limit is waited out; anything else (a broken answer, a 5xx the core
-    -- gave up on) is tried again a few times before the sync stops
-    if kind ~= "rate_limited" then
+    -- the account's rate limit is waited out (up to rate_limit_timeout); anything else (a broken
+    -- answer, a 5xx the core gave up on) is tried again a few times before the sync stops
+    if kind == "rate_limited" then
+      self.poll_refused_since = self.poll_refused_since or now
+      if now - self.poll_refused_since > self.rate_limit_timeout then
+        self:fail(self:rate_limit_error("job status poll", failure, now - self.poll_refused_since))
+        return
+      end
+    else
       self.poll_failures = self.poll_failures + 1
       if self.poll_failures > MAX_POLL_FAILURES then
         self:fail(failure)
@@ -636,6 +665,7 @@ function Sync:handle_poll(chunks)
     return
   end
   self.poll_failures = 0
+  self.poll_refused_since = nil
   local ended, moved = {}, false
   for _, chunk in ipairs(chunks) do
     for _, job in ipairs(chunk.jobs) do
@@ -679,6 +709,8 @@ function Sync:handle_poll(chunks)
   for _, job in ipairs(self.inflight) do
     if not ended[job] then keep[#keep + 1] = job end
   end
+  -- a job of ours ended: refused submissions were waiting for its slot, which is progress
+  if #keep < #self.inflight then self.refused_since = nil end
   self.inflight = keep
   if moved then
     self.poll_interval = max(self.poll_lo, self.poll_interval * 0.7)
@@ -750,13 +782,15 @@ function Sync:round()
     local ready = self.ready
     while free > 0 and #ready > 0 and ready[1].not_before <= now and now >= self.submit_after do
       local batch = remove(ready, 1)
-      batch.b = self.next_b
-      self.next_b = self.next_b + 1
-      local try = 1
-      for i = 1, batch.n do if batch.tries[i] > try then try = batch.tries[i] end end
-      -- written (and fsync'd below) before the submission: a crash in between resubmits, never loses
-      self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
-      if try == 1 then self.submitted = self.submitted + batch.n end
+      if not batch.b then   -- a batch refused by a 429 goes again under its own record
+        batch.b = self.next_b
+        self.next_b = self.next_b + 1
+        local try = 1
+        for i = 1, batch.n do if batch.tries[i] > try then try = batch.tries[i] end end
+        -- written (and fsync'd below) before the submission: a crash in between resubmits, never loses
+        self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
+        if try == 1 then self.submitted = self.submitted + batch.n end
+      end
       reqs[#reqs + 1] = { "POST", PATH_MANY, { users = batch.users } }
       posts[#posts + 1] = batch
       free = free - 1
@@ -1040,7 +1074,7 @@ function _M.run(client, source, opts)
     retry = journal.ranges(), next_b = 1, eof = false, reading = true,
     poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
     grace = opts.not_found_grace or 30, submit_after = 0, next_poll = 0,
-    job_timeout = opts.job_timeout or 1800,
+    job_timeout = opts.job_timeout or 1800, rate_limit_timeout = opts.rate_limit_timeout or RATE_LIMIT_TIMEOUT,
     progress_every = opts.progress_interval or 0.2, next_progress = 0,
     started = now(), cap_probe_at = 0,
   }, sync_mt)
