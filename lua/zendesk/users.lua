@@ -4,7 +4,7 @@ local core = require "zendesk.core"
 
 local floor, huge = math.floor, math.huge
 local concat, pairs, next, rawget, type, tostring = table.concat, pairs, next, rawget, type, tostring
-local byte, find, format, strsub = string.byte, string.find, string.format, string.sub
+local byte, format, strsub = string.byte, string.format, string.sub
 -- the metatable itself, even behind a __metatable field
 local getmt = debug and debug.getmetatable or getmetatable
 
@@ -13,31 +13,10 @@ local _M = { _VERSION = core.version }
 local null = core.null
 local array_mt, object_mt = core.array_mt, core.object_mt
 
--- The first byte (1-based) of s that the JSON encoder would refuse, or nil: the rules of
--- src/json.c (no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF), which are also
--- Lua 5.4's utf8.len without lax; LuaJIT has no utf8 library, hence this loop.
-local function utf8_bad(s, init)
-  local i = find(s, "[\128-\255]", init)
-  while i do
-    local c, n, lo, hi = byte(s, i), 1, 0x80, 0xBF
-    if c >= 0xC2 and c <= 0xDF then  -- luacheck: ignore 542 (two bytes: n = 1 as set)
-    elseif c == 0xE0 then n, lo = 2, 0xA0
-    elseif c == 0xED then n, hi = 2, 0x9F
-    elseif c >= 0xE1 and c <= 0xEF then n = 2
-    elseif c == 0xF0 then n, lo = 3, 0x90
-    elseif c >= 0xF1 and c <= 0xF3 then n = 3
-    elseif c == 0xF4 then n, hi = 3, 0x8F
-    else return i end
-    local b = byte(s, i + 1)
-    if not b or b < lo or b > hi then return i end
-    for k = 2, n do
-      b = byte(s, i + k)
-      if not b or b < 0x80 or b > 0xBF then return i end
-    end
-    i = find(s, "[\128-\255]", i + n + 1)
-  end
-  return nil
-end
+-- The first byte (1-based) of s that the JSON encoder would refuse as UTF-8 (an overlong form,
+-- a UTF-16 surrogate, above U+10FFFF, a stray or missing continuation byte), or nil: the
+-- encoder's own rules, in C, where a Lua pattern scan would cost several times a whole check.
+local utf8_bad = core.utf8_check
 _M.utf8_bad = utf8_bad
 
 -- s with every byte the encoder would refuse written as \xNN, for text that must go out
@@ -47,10 +26,10 @@ function _M.utf8_escape(s)
   if not bad then return s end
   local out, pos = {}, 1
   while bad do
-    out[#out + 1] = strsub(s, pos, bad - 1)
-    out[#out + 1] = format("\\x%02x", byte(s, bad))
-    pos = bad + 1
-    bad = utf8_bad(s, pos)
+    out[#out + 1] = strsub(s, pos, pos + bad - 2)
+    out[#out + 1] = format("\\x%02x", byte(s, pos + bad - 1))
+    pos = pos + bad
+    bad = utf8_bad(strsub(s, pos))
   end
   out[#out + 1] = strsub(s, pos)
   return concat(out)
@@ -78,16 +57,20 @@ local function raw_problem(v, depth)
     if disguised(v) then return "", DISGUISED end
     if depth > 32 then return end   -- the encoder refuses deeper nesting itself
     for k, x in next, v do
-      local at
-      if type(k) == "string" then
+      local kt = type(k)
+      if kt == "string" then
         local bad = utf8_bad(k)
         if bad then return "", "invalid UTF-8 in a key (byte " .. bad .. ")" end
-        at = "." .. k
-      else
-        at = "[" .. tostring(k) .. "]"
       end
-      local sub, msg = raw_problem(x, depth + 1)
-      if msg then return at .. sub, msg end
+      local xt, sub, msg = type(x), nil, nil
+      if xt == "string" then
+        local bad = utf8_bad(x)
+        if bad then sub, msg = "", "invalid UTF-8 (byte " .. bad .. ")" end
+      elseif xt == "table" then
+        sub, msg = raw_problem(x, depth + 1)
+      end
+      -- the path is built only for the one that fails: most users have none
+      if msg then return (kt == "string" and "." .. k or "[" .. tostring(k) .. "]") .. sub, msg end
     end
   end
 end
@@ -236,17 +219,23 @@ function _M.validate(user, path)
     if type(k) ~= "string" then
       return fail(path, tostring(k), "field names must be strings")
     end
-    local bad = utf8_bad(k)
-    if bad then
-      return fail(path, _M.utf8_escape(k), "invalid UTF-8 in the field name (byte " .. bad .. ")")
-    end
-    local inside, problem = raw_problem(v, 0)
-    if problem then
-      return fail(path, k, problem, inside)
-    end
     local check = checks[k]
     if not check then
+      local bad = utf8_bad(k)
+      if bad then
+        return fail(path, _M.utf8_escape(k), "invalid UTF-8 in the field name (byte " .. bad .. ")")
+      end
       return fail(path, k, "unknown user field (misspelt? custom fields go in user_fields)")
+    end
+    local tv = type(v)
+    if tv == "string" then
+      local bad = utf8_bad(v)
+      if bad then return fail(path, k, "invalid UTF-8 (byte " .. bad .. ")") end
+    elseif tv == "table" then
+      local inside, problem = raw_problem(v, 0)
+      if problem then
+        return fail(path, k, problem, inside)
+      end
     end
     if v ~= null then
       local msg, sub = check(v)
