@@ -1470,7 +1470,7 @@ static int core_file_id(lua_State *L)
         r = stat(lua_tostring(L, 1), &st);
     } else {
         FILE **fp = luaL_checkudata(L, 1, LUA_FILEHANDLE);
-        if (!*fp)
+        if (zd_file_closed(fp))
             return luaL_argerror(L, 1, "file is closed");
         r = fstat(fileno(*fp), &st);
     }
