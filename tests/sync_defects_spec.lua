@@ -451,6 +451,19 @@ describe("issue 12 (Lua layer)", function()
       assert.equal(1, s:stats().jobs)
     end)
 
+    it("does not count TooManyJobs refusals while its own jobs hold the slots", function()
+      s:config{ job_delay_ms = 300, max_jobs = 1, per_user_limit = 0, rate_limit_per_minute = 0 }
+      local c = new_client{ max_retries = 0 }
+      local rows = {}
+      for i = 1, 3 do rows[i] = { email = "t" .. i .. "@x.io", name = "T" .. i } end
+      local report, err = c:sync_users(rows, { batch_size = 1, max_jobs = 3, rate_limit_timeout = 0.2,
+                                               poll_interval = 0.05 })
+      c:close()
+      assert.is_table(report, tostring(err))
+      assert.equal(3, report.created)
+      assert.is_true(s:stats().too_many_jobs > 0, "no refusal: nothing tested")
+    end)
+
     it("wait_job under endless 429s on its polls ends with an error", function()
       local job = assert(client:upsert_users{ { email = "w@x.io", name = "W" } })
       forever(STATUSES)

@@ -38,7 +38,7 @@ local MAX_CONFLICTS = 3
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
 local MAX_POLL_FAILURES = 10
 -- Default of opts.rate_limit_timeout: how long 429s may refuse every submission (while no job of
--- ours finishes) or every poll before the sync stops, resumably.
+-- ours is in flight) or every poll before the sync stops, resumably.
 local RATE_LIMIT_TIMEOUT = 600
 
 local OPTIONS = {
@@ -547,11 +547,15 @@ function Sync:handle_post(batch, res)
   end
   if kind == "rate_limited" then
     -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows; but not
-    -- for ever when nothing moves (no submission taken, no job of ours finished)
+    -- for ever. Refusals while jobs of ours are in flight wait for those (bounded by job_timeout);
+    -- with none in flight, nothing of ours holds the slots, and the wait is bounded here.
     self.too_many = true
-    self.refusals = self.refusals + 1
-    self.refused_since = self.refused_since or now
-    if now - self.refused_since > self.rate_limit_timeout then
+    if #self.inflight > 0 then
+      self.refused_since = nil
+    else
+      self.refused_since = self.refused_since or now
+    end
+    if self.refused_since and now - self.refused_since > self.rate_limit_timeout then
       self:fail(self:rate_limit_error("bulk submission", err, now - self.refused_since))
       return
     end
@@ -709,8 +713,6 @@ function Sync:handle_poll(chunks)
   for _, job in ipairs(self.inflight) do
     if not ended[job] then keep[#keep + 1] = job end
   end
-  -- a job of ours ended: refused submissions were waiting for its slot, which is progress
-  if #keep < #self.inflight then self.refused_since = nil end
   self.inflight = keep
   if moved then
     self.poll_interval = max(self.poll_lo, self.poll_interval * 0.7)
@@ -1069,7 +1071,7 @@ function _M.run(client, source, opts)
     filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
     rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
     counts = {}, total = 0, total_at_start = 0, read = 0, submitted = 0, jobs = 0, resubmitted = 0,
-    refusals = 0, poll_failures = 0,
+    poll_failures = 0,
     busy = {}, dkeys = {}, deferred = {}, ready = {}, inflight = {}, loose = {},
     retry = journal.ranges(), next_b = 1, eof = false, reading = true,
     poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
