@@ -1436,12 +1436,20 @@ static int core_create_private(lua_State *L)
     return 1;
 }
 
-/* utf8_check(s) -> nil | byte: the first byte (1-based) of s that the JSON encoder would refuse,
- * so that validation refuses a row by the encoder's own rules, at the cost of one scan */
+/* utf8_check(s [, i, j]) -> nil | byte: the first byte (1-based, in s) of s[i..j] that the JSON
+ * encoder would refuse, so that validation refuses a row by the encoder's own rules, at the
+ * cost of one scan (a range: a whole CSV line at once, without making it a string) */
 static int core_utf8_check(lua_State *L)
 {
-    size_t n, i = 0, k;
+    size_t n, i, k;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+    lua_Integer a = luaL_optinteger(L, 2, 1), b = luaL_optinteger(L, 3, (lua_Integer)n);
+    if (a < 1)
+        a = 1;
+    if (b > (lua_Integer)n)
+        b = (lua_Integer)n;
+    i = (size_t)a - 1;
+    n = b < a ? i : (size_t)b;
     while (i < n) {
         if (s[i] < 0x80) {
             i++;

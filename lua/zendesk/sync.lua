@@ -329,7 +329,7 @@ end
 
 -- Takes one row from the reader; false at the end of the input.
 function Sync:read_one()
-  local row, user, problem = self.reader:next()
+  local row, user, problem, partial = self.reader:next()
   if row == nil then return false end
   if row == false then
     self.read_error = io_err(tostring(user))
@@ -340,7 +340,10 @@ function Sync:read_one()
     return true   -- its outcome is in the journal already
   end
   if user == nil then
-    self:finalize{ row = row, outcome = "invalid", reason = problem or ("row " .. row .. ": unreadable") }
+    local e, x
+    if type(partial) == "table" then e, x = ident(partial) end
+    self:finalize{ row = row, outcome = "invalid", email = e, external_id = x,
+                   reason = problem or ("row " .. row .. ": unreadable") }
     return true
   end
   if self.filter and self.filter(user, row) == false then
