@@ -42,6 +42,11 @@ local function csv_cell(v)
   return s
 end
 
+-- The name a report is written under until close renames it to path.
+function _M.temp_path(path)
+  return path .. ".tmp"
+end
+
 function _M.open(path)
   if type(path) ~= "string" or path == "" then
     error("report: path must be a non-empty string", 2)
@@ -50,7 +55,7 @@ function _M.open(path)
   if not fmt then
     error("report: '" .. path .. "' must end in .csv or .json", 2)
   end
-  local tmp = path .. ".tmp"
+  local tmp = _M.temp_path(path)
   local ok, err = core.create_private(tmp, true)
   if not ok then return nil, io_error(path, err) end
   local f, oerr = io_open(tmp, "w")

@@ -929,7 +929,7 @@ local function start(S, client, source, opts)
   -- nothing the sync writes may be its input (a report or journal over it would destroy it)
   local input_id = (type(source) == "string" or io_type(source) == "file") and core.file_id(source) or nil
   local outputs = { { "report", opts.report }, { "journal", keeps_journal and opts.journal },
-                    { "report's temporary file", opts.report and opts.report .. ".tmp" } }
+                    { "report's temporary file", opts.report and report.temp_path(opts.report) } }
   for _, o in ipairs(outputs) do
     local what, p = o[1], o[2]
     if p and input_id and core.file_id(p) == input_id then
