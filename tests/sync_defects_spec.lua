@@ -53,8 +53,8 @@ describe("issue 12 (Lua layer)", function()
     assert(os.execute("mkdir -m 700 " .. q(dir)))
   end)
   teardown(function()
-    if client then client:close() end
     s:stop()
+    if client then pcall(client.close, client) end
     os.execute("rm -rf " .. q(dir))
   end)
   before_each(function()
