@@ -129,6 +129,24 @@ describe("issue 12 (Lua layer)", function()
       assert.equal(0, api_requests(s))
     end)
 
+    it("a cycle or nesting the encoder refuses makes the row invalid, alone; a shared table is fine", function()
+      local cyc = {}
+      cyc.self = cyc
+      local deep = {}
+      local cur = deep
+      for _ = 1, 70 do cur.next = {}; cur = cur.next end
+      local shared, wide = { url = "x" }, {}
+      for i = 1, 30 do wide[i] = { a = shared, b = shared } end
+      local rows = { { email = "c1@x.io", name = "C1", photo = cyc }, { email = "c2@x.io", name = "C2", photo = deep },
+                     { email = "c3@x.io", name = "C3", photo = { thumbnails = wide } }, { email = "c4@x.io", name = "C4" } }
+      local seen = {}
+      local report = assert(client:sync_users(rows, { on_row = function(o) seen[o.row] = o end }))
+      assert.equal(2, report.created)
+      assert.matches("row 1%.photo[%.%w]*: contains itself", seen[1].reason)
+      assert.matches("row 2%.photo[%.%w]*: nested too deeply", seen[2].reason)
+      assert.equal("created", seen[3].outcome)
+    end)
+
     it("sync_users makes such a row invalid, alone", function()
       local rows = { { email = "r1@x.io", name = "R1" },
                      setmetatable({ name = "R2" }, { __index = { email = "r2@x.io" } }),

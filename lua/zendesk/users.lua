@@ -47,15 +47,25 @@ local DISGUISED = "a table with a metatable (__index, __pairs or __len) is not a
                   "the encoder sends its raw fields"
 
 -- Looks through a field's value as the encoder will (raw): answers where inside it ("", "[2]",
--- ".department") and what is wrong, or nothing.
-local function raw_problem(v, depth)
+-- ".department") and what is wrong, or nothing. Below the second level each table is looked at
+-- once (seen), so a table shared many times over costs no more than its size, and a cycle,
+-- which the encoder refuses, is found.
+local function raw_problem(v, depth, seen)
   local t = type(v)
   if t == "string" then
     local bad = utf8_bad(v)
     if bad then return "", "invalid UTF-8 (byte " .. bad .. ")" end
   elseif t == "table" then
     if disguised(v) then return "", DISGUISED end
-    if depth > 32 then return end   -- the encoder refuses deeper nesting itself
+    -- the encoder takes 64 levels from the request body down; a field starts 3 or 4 below it
+    if depth > 56 then return "", "nested too deeply (more than 56 levels)" end
+    if depth >= 2 then
+      seen = seen or {}
+      local st = seen[v]
+      if st == "open" then return "", "contains itself (a cycle)" end
+      if st then return end
+      seen[v] = "open"
+    end
     for k, x in next, v do
       local kt = type(k)
       if kt == "string" then
@@ -67,11 +77,12 @@ local function raw_problem(v, depth)
         local bad = utf8_bad(x)
         if bad then sub, msg = "", "invalid UTF-8 (byte " .. bad .. ")" end
       elseif xt == "table" then
-        sub, msg = raw_problem(x, depth + 1)
+        sub, msg = raw_problem(x, depth + 1, seen)
       end
       -- the path is built only for the one that fails: most users have none
       if msg then return (kt == "string" and "." .. k or "[" .. tostring(k) .. "]") .. sub, msg end
     end
+    if depth >= 2 then seen[v] = "done" end
   end
 end
 
