@@ -147,6 +147,19 @@ describe("issue 12 (Lua layer)", function()
       assert.equal("created", seen[3].outcome)
     end)
 
+    it("anything else the encoder refuses makes the row invalid, alone, and the batch goes", function()
+      local bad = { print, 0 / 0, math.huge, { 1, a = 2 }, { [1] = 1, [3] = 3 }, { [true] = 1 }, io.stdout }
+      local rows = {}
+      for i, v in ipairs(bad) do rows[i] = { email = "e" .. i .. "@x.io", name = "E" .. i, photo = v } end
+      rows[#rows + 1] = { email = "ok@x.io", name = "OK", photo = zendesk.null }
+      local seen = {}
+      local report = assert(client:sync_users(rows, { on_row = function(o) seen[o.row] = o end }))
+      assert.equal(1, report.created)
+      assert.equal(#bad, report.invalid)
+      for i = 1, #bad do assert.matches("^row " .. i .. "%.photo: ", seen[i].reason) end
+      assert.equal(1, #s:users())
+    end)
+
     it("sync_users makes such a row invalid, alone", function()
       local rows = { { email = "r1@x.io", name = "R1" },
                      setmetatable({ name = "R2" }, { __index = { email = "r2@x.io" } }),

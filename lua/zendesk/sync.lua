@@ -352,6 +352,13 @@ function Sync:read_one()
     return true
   end
   local ok, verr = users.validate(user, "row " .. row)
+  if ok and not core.encode(user) then
+    -- whatever else the encoder refuses (a function, NaN, a sparse array in a free-form field)
+    -- would fail the whole batch at submission: it is this row's problem, found here (~2 us)
+    local _, eerr = core.encode(user)
+    local msg = type(eerr) == "table" and eerr.message or tostring(eerr)
+    ok, verr = false, { message = "row " .. row .. (match(msg, "^value(.*)$") or (": " .. msg)) }
+  end
   if not ok then
     local e, x = ident(user)
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
