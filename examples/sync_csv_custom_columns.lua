@@ -34,6 +34,7 @@ local report, err = client:sync_users(path, {
     ["Badge colour"] = false,            -- not for Zendesk
   },
   report = report_path,                  -- every row's outcome, mode 0600
+  collect_rows = true,                   -- report.rows: every outcome, in memory (small files only)
   on_progress = function(p)
     io.stderr:write(("\r%d rows, %d done, %d jobs in flight"):format(p.read, p.done, p.in_flight))
   end,

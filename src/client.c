@@ -1909,6 +1909,111 @@ static int core_create_private(lua_State *L)
     return 1;
 }
 
+/* utf8_check(s [, i, j]) -> nil | byte: the first byte (1-based, in s) of s[i..j] that the JSON
+ * encoder would refuse, so that validation refuses a row by the encoder's own rules, at the
+ * cost of one scan (a range: a whole CSV line at once, without making it a string) */
+static int core_utf8_check(lua_State *L)
+{
+    size_t n, i, k;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+    lua_Integer a = luaL_optinteger(L, 2, 1), b = luaL_optinteger(L, 3, (lua_Integer)n);
+    if (a < 1)
+        a = 1;
+    if (b > (lua_Integer)n)
+        b = (lua_Integer)n;
+    i = (size_t)a - 1;
+    n = b < a ? i : (size_t)b;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        if (!(k = zd_utf8_len(s + i, n - i))) {
+            lua_pushinteger(L, (lua_Integer)(i + 1));
+            return 1;
+        }
+        i += k;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+/* file_id(path | file) -> "dev:ino", kind | nil, err: tells whether two names are one file
+ * (a report or journal that is the input), following symlinks; kind is "file", "directory",
+ * "fifo" or "other". */
+static int core_file_id(lua_State *L)
+{
+    struct stat st;
+    int r;
+    char id[48];
+    const char *kind;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        r = stat(lua_tostring(L, 1), &st);
+    } else {
+        FILE **fp = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+        if (zd_file_closed(fp))
+            return luaL_argerror(L, 1, "file is closed");
+        r = fstat(fileno(*fp), &st);
+    }
+    if (r != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    snprintf(id, sizeof id, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : S_ISFIFO(st.st_mode) ? "fifo" : "other";
+    lua_pushstring(L, id);
+    lua_pushstring(L, kind);
+    return 2;
+}
+
+/* getcwd() -> path | nil, err: the real working directory ($PWD may be a parent's, stale). */
+static int core_getcwd(lua_State *L)
+{
+    char buf[4096];
+    if (!getcwd(buf, sizeof buf)) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+/* digest(path) -> hex, size | nil, err: 64-bit FNV-1a of the whole file, read in 64 KiB
+ * chunks, so that a resume can tell the input it was written for from another one. */
+static int core_digest(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    unsigned char buf[65536];
+    unsigned long long h = 0xcbf29ce484222325ULL, size = 0;
+    size_t n, i;
+    char hex[17];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (i = 0; i < n; i++)
+            h = (h ^ buf[i]) * 0x100000001b3ULL;
+        size += n;
+    }
+    if (ferror(f)) {
+        int e = errno;
+        fclose(f);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(e));
+        return 2;
+    }
+    fclose(f);
+    snprintf(hex, sizeof hex, "%016llx", h);
+    lua_pushstring(L, hex);
+    zd_pushid(L, size);
+    return 2;
+}
+
 static const luaL_Reg client_methods[] = {
     {"upsert", c_upsert},
     {"bulk_upsert", c_bulk_upsert},
@@ -1940,6 +2045,10 @@ static const luaL_Reg functions[] = {
     {"valid_email", core_valid_email},
     {"fsync", core_fsync},
     {"create_private", core_create_private},
+    {"utf8_check", core_utf8_check},
+    {"file_id", core_file_id},
+    {"getcwd", core_getcwd},
+    {"digest", core_digest},
     {NULL, NULL}
 };
 

@@ -37,6 +37,14 @@ static inline void zd_rawsetp(lua_State *L, int t, const void *p)
 #define LUA_FILEHANDLE "FILE*"
 #endif
 
+/* Whether an io file userdata is closed: Lua 5.2+ clears closef and leaves the FILE pointer
+ * dangling; LuaJIT clears the pointer. */
+#if LUA_VERSION_NUM >= 502
+#define zd_file_closed(ud) (((luaL_Stream *)(ud))->closef == NULL)
+#else
+#define zd_file_closed(ud) (*(FILE **)(ud) == NULL)
+#endif
+
 /* Lua 5.3+ has a distinct integer subtype; on LuaJIT every number is a double. */
 #if LUA_VERSION_NUM >= 503
 #define ZD_HAS_INTEGERS 1

@@ -76,8 +76,8 @@ static int fail(enc *e, const char *fmt, const char *what)
     return 0;
 }
 
-/* Returns the length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+/* Returns the length of the valid UTF-8 sequence at s, or 0 (also for validation, in client.c). */
+size_t zd_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     if (c < 0x80)
@@ -126,7 +126,7 @@ static int put_string(enc *e, const char *str, size_t n)
             continue;
         }
         if (s[i] >= 0x80) {
-            size_t k = utf8_len(s + i, n - i);
+            size_t k = zd_utf8_len(s + i, n - i);
             if (k == 0) {
                 char where[32];
                 snprintf(where, sizeof where, "%zu", i);

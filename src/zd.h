@@ -52,6 +52,9 @@ int zd_valid_email(const char *s, size_t n);
 
 /* JSON: Lua -> text (exact integers, arrays vs objects, paths in errors) and text -> Lua (one
  * pass, integral numbers as integers, exact to 2^63-1). */
+/* the length of the UTF-8 sequence at s that the encoder takes (no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 */
+size_t zd_utf8_len(const unsigned char *s, size_t n);
 int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
 int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
 /* Only some fields of one object: in the top-level object, the object under `key` keeps only

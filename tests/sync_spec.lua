@@ -67,7 +67,7 @@ describe("sync_users", function()
     }
     local seen = {}
     local report = assert(client:sync_users(rows, {
-      batch_size = 2,
+      batch_size = 2, collect_rows = true,
       filter = function(u) return u.email ~= "skip@example.com" end,
       on_row = function(o) seen[#seen + 1] = o.row end,
     }))
@@ -202,7 +202,7 @@ describe("sync_users", function()
     s:config{ max_jobs = 2, job_delay_ms = 100 }
     local rows = {}
     for i = 1, 200 do rows[i] = { email = "bp" .. i .. "@example.com", name = "BP " .. i } end
-    local report, err = client:sync_users(rows, { batch_size = 20, max_jobs = 6 })
+    local report, err = client:sync_users(rows, { batch_size = 20, max_jobs = 6, collect_rows = true })
     assert.is_table(report, tostring(err))
     assert.equal(200, report.created)
     assert.equal(0, report.failed)
@@ -230,7 +230,7 @@ describe("sync_users", function()
     s:fault{ job = "killed", count = 2 }
     local rows = {}
     for i = 1, 3 do rows[i] = { email = "k" .. i .. "@example.com", name = "K" .. i } end
-    local report = assert(client:sync_users(rows, { batch_size = 3 }))
+    local report = assert(client:sync_users(rows, { batch_size = 3, collect_rows = true }))
     assert.equal(3, report.failed)
     assert.equal(2, #bulk_bodies(s))
     for _, o in ipairs(report.rows) do
@@ -243,7 +243,7 @@ describe("sync_users", function()
   it("resubmits the rows of a job that expired before its results were read", function()
     s:config{ job_expiry_s = 0 }
     local report = assert(client:sync_users({ { email = "gone@example.com", name = "Gone" } },
-      { not_found_grace = 0.2, poll_interval = 0.05 }))
+      { not_found_grace = 0.2, poll_interval = 0.05, collect_rows = true }))
     assert.equal(1, report.failed)
     assert.equal(2, #bulk_bodies(s))
     assert.matches("expired", report.rows[1].reason)
@@ -263,7 +263,7 @@ describe("sync_users", function()
   it("gives up on a job stuck without progress, without sending its rows again", function()
     s:config{ job_delay_ms = 30000 }
     local report = assert(client:sync_users({ { email = "stuck@example.com", name = "Stuck" } },
-      { job_timeout = 0.5, poll_interval = 0.1, max_poll_interval = 0.2 }))
+      { job_timeout = 0.5, poll_interval = 0.1, max_poll_interval = 0.2, collect_rows = true }))
     assert.equal(1, report.failed)
     assert.equal("JobTimeout", report.rows[1].error)
     assert.matches("no progress", report.rows[1].reason)
@@ -286,7 +286,7 @@ describe("sync_users", function()
     }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
     local rows = {}
     for i = 1, 3 do rows[i] = { email = "m" .. i .. "@example.com", name = "M" .. i } end
-    local report = client:sync_users(rows, { batch_size = 3 })
+    local report = client:sync_users(rows, { batch_size = 3, collect_rows = true })
     client.core = real
     assert.equal(2, report.created)
     assert.equal(1, report.failed)

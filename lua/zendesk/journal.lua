@@ -11,24 +11,51 @@
 --   {"t":"done","b":B,"id":J,"out":[O,...]}             final outcome of every row of batch B
 --   {"t":"retry","b":B,"id":J,"status":"failed"|"killed"|"gone"|"uncertain","why":"..."}
 --                                                       batch B's rows go again in a later batch
+--   {"t":"refused","b":B,"why":"..."}                   batch B got a 429 (once per batch); it is sent
+--                                                       again as B, its rows unchanged
 --   {"t":"rows","out":[O,...]}                          invalid and skipped rows (never sent)
 --   {"t":"fatal","message":"...","sent":B,"input":true}  /  {"t":"end","time":T,"counts":{...}}
 --     (sent: false when no submission of the sync can have become a job, every one having been
 --     refused; input: the sync stopped because its input is truncated or malformed)
 -- An outcome O is {"r":row,"o":"created"|"updated"|"failed"|"invalid"|"skipped","id":..,
--- "e":email,"x":external_id,"err":error,"det":details,"why":reason}.
+-- "e":email,"x":external_id,"err":error,"det":details,"why":reason}. A value that is not valid
+-- UTF-8 (a row's bytes, which JSON cannot hold) is written {"hex":"<its bytes in hex>"} and read
+-- back as the same bytes; any other text the encoder refuses is written with \xNN escapes, so
+-- that nothing a row or a server holds can stop the journal.
 local core = require "zendesk.core"
+local users = require "zendesk.users"
 
-local error, type, tostring, setmetatable, ipairs, pairs, pcall =
-      error, type, tostring, setmetatable, ipairs, pairs, pcall
+local error, type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall =
+      error, type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall
 local floor, huge = math.floor, math.huge
 local remove, insert = table.remove, table.insert
-local byte, sub = string.byte, string.sub
+local byte, sub, char, format, gsub = string.byte, string.sub, string.char, string.format, string.gsub
 local io_open, io_lines = io.open, io.lines
 
 local _M = { _VERSION = core.version, FORMAT_VERSION = 1 }
 
 local null = core.null
+local utf8_bad, utf8_escape = users.utf8_bad, users.utf8_escape
+
+local function hex_of(s)
+  return (gsub(s, ".", function(c) return format("%02x", byte(c)) end))
+end
+
+local function bytes_of(h)
+  return (gsub(h, "%x%x", function(x) return char(tonumber(x, 16)) end))
+end
+
+-- A copy of v with every string (key or value) the encoder would refuse escaped.
+local function escaped(v, depth)
+  local t = type(v)
+  if t == "string" then return utf8_escape(v) end
+  if t ~= "table" or depth > 32 then return v end
+  local c = {}
+  for k, x in pairs(v) do
+    c[type(k) == "string" and utf8_escape(k) or k] = escaped(x, depth + 1)
+  end
+  return setmetatable(c, getmetatable(v))
+end
 
 -- math.type is Lua 5.3+; the Lua layer also runs under LuaJIT
 local function is_int(v)
@@ -129,6 +156,7 @@ function _M.pack(o)
   local t = {}
   for long, short in pairs(SHORT) do
     local v = o[long]
+    if type(v) == "string" and utf8_bad(v) then v = { hex = hex_of(v) } end
     if v ~= nil and v ~= null then t[short] = v end
   end
   return t
@@ -138,6 +166,7 @@ function _M.unpack(t)
   local o = {}
   for long, short in pairs(SHORT) do
     local v = t[short]
+    if type(v) == "table" and type(v.hex) == "string" then v = bytes_of(v.hex) end
     if v ~= nil and v ~= null then o[long] = v end
   end
   return o
@@ -202,6 +231,7 @@ end
 
 function Journal:write(rec)
   local line, err = core.encode(rec)
+  if not line then line, err = core.encode(escaped(rec, 0)) end
   if not line then return nil, io_error(self.path, err) end
   local ok, werr = self.file:write(line, "\n")
   if not ok then return nil, io_error(self.path, werr) end

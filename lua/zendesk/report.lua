@@ -1,14 +1,16 @@
 -- zendesk.report: the per-row outcome file of a sync (CSV or JSON), written as rows finish so
--- that memory stays flat, and created 0600 because every row carries personal data.
+-- that memory stays flat, and created 0600 because every row carries personal data. It is
+-- written as PATH.tmp and renamed to PATH by close: until then a previous report stays whole.
 --
 -- syntax: writer, err = report.open(path)      (format from the extension: .csv or .json)
 -- syntax: ok, err = writer:write(outcome)      (outcome = {row=, outcome=, id=, email=, ...})
 -- syntax: ok, err = writer:close()
 local core = require "zendesk.core"
+local utf8_escape = require("zendesk.users").utf8_escape
 
 local error, type, tostring, setmetatable = error, type, tostring, setmetatable
 local concat, find, gsub, lower, match = table.concat, string.find, string.gsub, string.lower, string.match
-local io_open = io.open
+local io_open, os_rename = io.open, os.rename
 
 local _M = { _VERSION = core.version }
 
@@ -40,6 +42,11 @@ local function csv_cell(v)
   return s
 end
 
+-- The name a report is written under until close renames it to path.
+function _M.temp_path(path)
+  return path .. ".tmp"
+end
+
 function _M.open(path)
   if type(path) ~= "string" or path == "" then
     error("report: path must be a non-empty string", 2)
@@ -48,12 +55,13 @@ function _M.open(path)
   if not fmt then
     error("report: '" .. path .. "' must end in .csv or .json", 2)
   end
-  local ok, err = core.create_private(path, true)
+  local tmp = _M.temp_path(path)
+  local ok, err = core.create_private(tmp, true)
   if not ok then return nil, io_error(path, err) end
-  local f, oerr = io_open(path, "w")
+  local f, oerr = io_open(tmp, "w")
   if not f then return nil, io_error(path, oerr) end
   f:setvbuf("full", 65536)
-  local w = setmetatable({ file = f, path = path, format = fmt, count = 0, cells = {} }, writer_mt)
+  local w = setmetatable({ file = f, path = path, tmp = tmp, format = fmt, count = 0, cells = {} }, writer_mt)
   local hok, herr
   if fmt == "csv" then
     hok, herr = f:write(concat(COLUMNS, ","), "\n")
@@ -79,7 +87,10 @@ function Writer:write(o)
     local t = {}
     for i = 1, #COLUMNS do
       local k = COLUMNS[i]
-      if o[k] ~= nil then t[k] = o[k] end
+      local v = o[k]
+      -- JSON holds no raw bytes: a row's invalid UTF-8 is shown as \xNN (the CSV report keeps them)
+      if type(v) == "string" then v = utf8_escape(v) end
+      if v ~= nil then t[k] = v end
     end
     local json, jerr = core.encode(t)
     if not json then return nil, io_error(self.path, jerr) end
@@ -98,9 +109,12 @@ function Writer:close()
   if self.format == "json" then
     ok, err = f:write(self.count == 0 and "]\n" or "\n]\n")
   end
+  if ok then core.fsync(f) end
   local cok, cerr = f:close()
   if not ok then return nil, io_error(self.path, err) end
   if not cok then return nil, io_error(self.path, cerr) end
+  local rok, rerr = os_rename(self.tmp, self.path)
+  if not rok then return nil, io_error(self.path, rerr) end
   return true
 end
 

@@ -21,7 +21,9 @@
 -- A file that cannot be opened, or whose CSV header cannot be read, gives nil, err.
 --
 -- next() answers, per record: row (1-based among data records) and the user table, or row, nil
--- and a one-line problem when that record could not be parsed or mapped (reading goes on);
+-- and a one-line problem when that record could not be parsed or mapped (reading goes on; a CSV
+-- record whose cells split but did not all map, a cell that is not valid UTF-8 among them, also
+-- answers the cells that did, 4th, so that a report can name the row's email);
 -- nil at the end; false, message once on a fatal error (I/O error, broken JSON array; a third
 -- value, an option error, when an option would fix it), and nil
 -- after that, so a generic for that ignores the false still ends. reader.line is the physical
@@ -42,6 +44,14 @@ local concat = table.concat
 local io_open, io_type = io.open, io.type
 local tointeger = math.tointeger          -- nil under LuaJIT: there every number is a double
 local HUGE = math.huge
+
+-- The encoder's UTF-8 rule, to name the column of a bad cell; without the core (sources also
+-- runs on its own) validation still refuses the row, naming the field.
+local utf8_check
+do
+  local ok, core = pcall(require, "zendesk.core")
+  utf8_check = ok and type(core) == "table" and core.utf8_check or nil
+end
 
 local MAX_RECORD = 4 * 1024 * 1024
 _M.MAX_RECORD = MAX_RECORD
@@ -275,9 +285,10 @@ end
 ---------------------------------------------------------------------------------------------------
 -- CSV
 
--- Answers record(), which returns n, line, bad, clean for each record (its fields in the shared
--- array `fields`; bad is a problem found while splitting it; clean: no field needs trimming), nil
--- at the end, or false, err.
+-- Answers record(), which returns n, line, bad, clean, utf8 for each record (its fields in the
+-- shared array `fields`; bad is a problem found while splitting it; clean: no field needs
+-- trimming; utf8: the whole line is valid UTF-8, so no cell needs checking), nil at the end, or
+-- false, err.
 local function csv_records(file, chunk, delim, fields)
   local src = byte_source(file, chunk)
   local buf, pos, eof = "", 1, false
@@ -406,6 +417,7 @@ local function csv_records(file, chunk, delim, fields)
             local last = byte(buf, e - 1)
             local clean = w1 >= e and w2 >= e and w3 >= e and w4 >= e and b ~= 32 and b ~= 9
                           and last ~= 32 and last ~= 9
+            local line_ok = utf8_check ~= nil and not utf8_check(buf, p, e - 1)
             local n = 0
             while true do
               local d = dpos
@@ -416,7 +428,7 @@ local function csv_records(file, chunk, delim, fields)
                 p = d + 1
               else
                 fields[n] = sub(buf, p, e - 1)
-                return n, first, nil, clean
+                return n, first, nil, clean, line_ok
               end
             end
           end
@@ -474,7 +486,7 @@ local function csv_reader(reader, file, opts, name)
   local tag_sep = opts.tag_separator or ";"
   -- per column: kinds[i] is IGNORE, TEXT (user[keys[i]] = cell), UF_TEXT (user_fields) or
   -- CONVERT_CELL (setters[i]); text, the bulk of the cells, is stored inline without a call
-  local kinds, keys, setters, seen = {}, {}, {}, {}
+  local kinds, keys, setters, seen, named = {}, {}, {}, {}, {}
   for i = 1, ncols do
     local header = trim(fields[i])
     local key = lower(header)
@@ -503,6 +515,7 @@ local function csv_reader(reader, file, opts, name)
             header, i, spec, header)}, true
       end
       seen[spec] = {header, i}
+      named[i] = format("column '%s' (%s)", header, spec)
       local uf = match(spec, "^user_fields%.(.+)$")
       if uf and (field_types[uf] or "text") == "text" then
         kinds[i], keys[i] = UF_TEXT, uf
@@ -519,7 +532,7 @@ local function csv_reader(reader, file, opts, name)
   local row, done = 0, false
   return function()
     if done then return nil end
-    local n, line, problem, clean = record()
+    local n, line, problem, clean, utf8_ok = record()
     if not n then
       done = true
       if n == false then return false, name .. ": " .. line end
@@ -544,6 +557,12 @@ local function csv_reader(reader, file, opts, name)
           local b, e = byte(v, 1), byte(v, -1)
           if b <= 32 or e <= 32 then v = trim(v) end
         end
+        local at = not utf8_ok and v ~= "" and utf8_check and utf8_check(v)
+        if at then
+          -- said here, where the column is known; the row is invalid, the others go on
+          local why = format("%s: invalid UTF-8 (byte %d)", named[i], at)
+          problem = problem and problem .. "; " .. why or why
+        end
         if v == "" then  -- luacheck: ignore 542 (an empty cell omits the field)
         elseif kind == TEXT then
           user[keys[i]] = v
@@ -557,7 +576,8 @@ local function csv_reader(reader, file, opts, name)
         end
       end
     end
-    if problem then return row, nil, format("line %d: %s", line, problem) end
+    -- the cells that did map, 4th: for naming the row (its email) in a report, never for sending
+    if problem then return row, nil, format("line %d: %s", line, problem), user end
     return row, user
   end
 end
@@ -1004,7 +1024,7 @@ function _M.open(input, opts)
       error("opts.format is required when reading from a file handle " ..
             "(\"csv\", \"json\" or \"ndjson\")", 2)
     end
-    file, name = input, opts.name or "<" .. fmt .. " input>"
+    file, name = input, opts.name or ("<" .. fmt .. " input>")
   elseif io_type(input) == "closed file" then
     error("bad argument #1 to 'open' (the file handle is closed)", 2)
   else

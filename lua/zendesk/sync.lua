@@ -37,6 +37,9 @@ local PROBE_EVERY = 10
 local MAX_CONFLICTS = 3
 -- Consecutive unusable poll answers (after the core's own retries) before giving up.
 local MAX_POLL_FAILURES = 10
+-- Default of opts.rate_limit_timeout: how long 429s may refuse every submission (while no job of
+-- ours is in flight) or every poll before the sync stops, resumably.
+local RATE_LIMIT_TIMEOUT = 600
 
 local OPTIONS = {
   batch_size = "number", max_jobs = "number", journal = "string", resume = "boolean",
@@ -45,7 +48,7 @@ local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table",
   poll_interval = "number", max_poll_interval = "number", not_found_grace = "number",
-  progress_interval = "number", job_timeout = "number",
+  progress_interval = "number", job_timeout = "number", rate_limit_timeout = "number",
 }
 local READER_OPTIONS = { "format", "delimiter", "tag_separator", "columns", "field_types" }
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
@@ -73,7 +76,8 @@ local function check_opts(opts)
   int_in("batch_size", 1, 100)
   -- one request_many round carries a POST per free slot and the poll: the core runs 64 at most
   int_in("max_jobs", 1, 60)
-  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval", "job_timeout" } do
+  for _, k in ipairs{ "poll_interval", "max_poll_interval", "not_found_grace", "progress_interval", "job_timeout",
+                      "rate_limit_timeout" } do
     if opts[k] ~= nil and not (opts[k] >= 0 and opts[k] < huge) then
       error("sync_users: option '" .. k .. "' must be a non-negative number", 3)
     end
@@ -134,6 +138,18 @@ local function open_source(source, ropts)
   if not ok then error(reader, 3) end
   if not reader then return nil, io_err(tostring(rerr)) end
   return reader, nil, nil, ropts.format
+end
+
+-- Whether two paths name one place, when it may not exist yet ("x.csv", "./x.csv", "d/../x.csv"):
+-- the same name in the same directory.
+local function same_new_path(a, b)
+  local da, na = match(a, "^(.*)/([^/]*)$")
+  local db, nb = match(b, "^(.*)/([^/]*)$")
+  da, na = da or ".", na or a
+  db, nb = db or ".", nb or b
+  if na ~= nb then return false end
+  local ia = core.file_id(da == "" and "/" or da)
+  return ia ~= nil and ia == core.file_id(db == "" and "/" or db)
 end
 
 local function describe_source(source, size, fmt)
@@ -313,7 +329,7 @@ end
 
 -- Takes one row from the reader; false at the end of the input.
 function Sync:read_one()
-  local row, user, problem = self.reader:next()
+  local row, user, problem, partial = self.reader:next()
   if row == nil then return false end
   if row == false then
     -- the input cannot be read to its end (truncated, malformed, an I/O error): a resume would
@@ -326,7 +342,10 @@ function Sync:read_one()
     return true   -- its outcome is in the journal already
   end
   if user == nil then
-    self:finalize{ row = row, outcome = "invalid", reason = problem or ("row " .. row .. ": unreadable") }
+    local e, x
+    if type(partial) == "table" then e, x = ident(partial) end
+    self:finalize{ row = row, outcome = "invalid", email = e, external_id = x,
+                   reason = problem or ("row " .. row .. ": unreadable") }
     return true
   end
   if self.filter and self.filter(user, row) == false then
@@ -335,6 +354,13 @@ function Sync:read_one()
     return true
   end
   local ok, verr = users.validate(user, "row " .. row)
+  if ok and not core.encode(user) then
+    -- whatever else the encoder refuses (a function, NaN, a sparse array in a free-form field)
+    -- would fail the whole batch at submission: it is this row's problem, found here (~2 us)
+    local _, eerr = core.encode(user)
+    local msg = type(eerr) == "table" and eerr.message or tostring(eerr)
+    ok, verr = false, { message = "row " .. row .. (match(msg, "^value(.*)$") or (": " .. msg)) }
+  end
   if not ok then
     local e, x = ident(user)
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
@@ -495,6 +521,14 @@ function Sync:job_stuck(job)
   self:settle(batch)
 end
 
+-- The error a sync stops with when 429s refused every `what` for `waited` seconds.
+function Sync:rate_limit_error(what, err, waited)
+  return core.error{ kind = "rate_limited", status = err.status or 429, code = err.code,
+    request_id = err.request_id, retry_after = err.retry_after, message = format(
+    "Zendesk refused every %s with 429 for %d s (rate_limit_timeout %g s): stopped; resume later (last: %s)",
+    what, floor(waited), self.rate_limit_timeout, tostring(err)) }
+end
+
 -- Whether a batch already holds rows on their second try.
 local function batch_retried(batch)
   for i = 1, batch.n do
@@ -512,6 +546,7 @@ function Sync:handle_post(batch, res)
     if type(res.meta) == "table" and (res.meta.attempts or 1) > 1 then self.too_many = true end
     local job = { batch = batch, id = js.id, at = now, seen = false, misses = 0 }
     self.sent = true
+    self.refused_since = nil
     self.inflight[#self.inflight + 1] = job
     self.jobs = self.jobs + 1
     self:jwrite{ t = "job", b = batch.b, id = js.id, at = os_time() }
@@ -530,14 +565,28 @@ function Sync:handle_post(batch, res)
     return
   end
   if kind == "rate_limited" then
-    -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows
+    -- TooManyJobs (or the account's rate limit): wait for a slot, never fail the rows; but not
+    -- for ever. Refusals while jobs of ours are in flight wait for those (bounded by job_timeout);
+    -- with none in flight, nothing of ours holds the slots, and the wait is bounded here.
     self.too_many = true
-    self:jwrite{ t = "retry", b = batch.b, status = "refused", why = tostring(err) }
-    batch.b = nil
+    if #self.inflight > 0 then
+      self.refused_since = nil
+    else
+      self.refused_since = self.refused_since or now
+    end
+    if self.refused_since and now - self.refused_since > self.rate_limit_timeout then
+      self:fail(self:rate_limit_error("bulk submission", err, now - self.refused_since))
+      return
+    end
+    -- the batch keeps its number: its batch record stands (a resume sends it again), and one
+    -- refused record per batch tells why it waited, however many refusals there are
+    if not batch.refused then
+      batch.refused = true
+      self:jwrite{ t = "refused", b = batch.b, why = tostring(err) }
+    end
     insert(self.ready, 1, batch)
     local wait = type(err.retry_after) == "number" and err.retry_after or 1
     self.submit_after = max(self.submit_after, now + max(wait, 0.5))
-    self.refusals = self.refusals + 1
     return
   end
   if kind == "http" and status == 413 and batch.n > 1 then
@@ -630,9 +679,15 @@ function Sync:handle_poll(chunks)
       self:fail(failure)
       return
     end
-    -- the account's rate limit is waited out; anything else (a broken answer, a 5xx the core
-    -- gave up on) is tried again a few times before the sync stops
-    if kind ~= "rate_limited" then
+    -- the account's rate limit is waited out (up to rate_limit_timeout); anything else (a broken
+    -- answer, a 5xx the core gave up on) is tried again a few times before the sync stops
+    if kind == "rate_limited" then
+      self.poll_refused_since = self.poll_refused_since or now
+      if now - self.poll_refused_since > self.rate_limit_timeout then
+        self:fail(self:rate_limit_error("job status poll", failure, now - self.poll_refused_since))
+        return
+      end
+    else
       self.poll_failures = self.poll_failures + 1
       if self.poll_failures > MAX_POLL_FAILURES then
         self:fail(failure)
@@ -644,6 +699,7 @@ function Sync:handle_poll(chunks)
     return
   end
   self.poll_failures = 0
+  self.poll_refused_since = nil
   local ended, moved = {}, false
   for _, chunk in ipairs(chunks) do
     for _, job in ipairs(chunk.jobs) do
@@ -758,13 +814,15 @@ function Sync:round()
     local ready = self.ready
     while free > 0 and #ready > 0 and ready[1].not_before <= now and now >= self.submit_after do
       local batch = remove(ready, 1)
-      batch.b = self.next_b
-      self.next_b = self.next_b + 1
-      local try = 1
-      for i = 1, batch.n do if batch.tries[i] > try then try = batch.tries[i] end end
-      -- written (and fsync'd below) before the submission: a crash in between resubmits, never loses
-      self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
-      if try == 1 then self.submitted = self.submitted + batch.n end
+      if not batch.b then   -- a batch refused by a 429 goes again under its own record
+        batch.b = self.next_b
+        self.next_b = self.next_b + 1
+        local try = 1
+        for i = 1, batch.n do if batch.tries[i] > try then try = batch.tries[i] end end
+        -- written (and fsync'd below) before the submission: a crash in between resubmits, never loses
+        self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
+        if try == 1 then self.submitted = self.submitted + batch.n end
+      end
       reqs[#reqs + 1] = { "POST", PATH_MANY, { users = batch.users } }
       posts[#posts + 1] = batch
       free = free - 1
@@ -885,6 +943,38 @@ local function start(S, client, source, opts)
   end
   if source == nil then error("sync_users: argument 'source' is required", 3) end
 
+  local keeps_journal = opts.journal and not S.dry_run
+  if type(source) == "string" then
+    local id, kind = core.file_id(source)
+    if not id then return nil, io_err(source .. ": " .. kind, { path = source }) end
+    if kind == "directory" then
+      return nil, io_err(source .. ": is a directory, not a file of users", { path = source })
+    end
+    if kind ~= "file" and keeps_journal then
+      return nil, io_err(format("%s is not a regular file (%s): a sync with a journal reads its input twice "
+        .. "(once to digest it, for a resume)", source, kind), { path = source })
+    end
+  end
+  -- nothing the sync writes may be its input (a report or journal over it would destroy it)
+  local input_id = (type(source) == "string" or io_type(source) == "file") and core.file_id(source) or nil
+  local outputs = { { "report", opts.report }, { "journal", keeps_journal and opts.journal },
+                    { "report's temporary file", opts.report and report.temp_path(opts.report) } }
+  for _, o in ipairs(outputs) do
+    local what, p = o[1], o[2]
+    if p and input_id and core.file_id(p) == input_id then
+      return nil, core.error{ kind = "validation", path = p, message = format(
+        "%s %s is the input file%s: refused, it would overwrite it", what, p,
+        type(source) == "string" and " " .. source or "") }
+    end
+  end
+  if opts.report and keeps_journal then
+    local rid = core.file_id(opts.report)
+    if (rid and rid == core.file_id(opts.journal)) or same_new_path(opts.report, opts.journal) then
+      return nil, core.error{ kind = "validation", path = opts.report, message = format(
+        "journal %s is the report file %s: give them different paths", opts.journal, opts.report) }
+    end
+  end
+
   if io_type(source) == "file" then
     -- before the reader buffers anything: where the caller's handle starts and ends
     local cur = source:seek("cur")
@@ -899,6 +989,16 @@ local function start(S, client, source, opts)
   S.reader, S.file = reader, file
   if file then S.pos_file, S.pos_base, S.size = file, 0, size end
 
+  -- The content digest of a file input: the whole file is digested (in C, one extra streamed
+  -- pass) before the run reads its first row, and again before a resume, so that the start
+  -- record holds it and a resume refuses any other content, even of the same size. A file
+  -- rewritten while the first run reads it is not detected.
+  local digest
+  if keeps_journal and type(source) == "string" then
+    local derr
+    digest, derr = core.digest(source)
+    if not digest then return nil, io_err(derr, { path = source }) end
+  end
   if opts.resume and type(source) == "string" then
     local header = journal.header(opts.journal)
     local src = type(header.source) == "table" and header.source or {}
@@ -906,6 +1006,12 @@ local function start(S, client, source, opts)
       return nil, core.error{ kind = "validation", message = format(
         "%s has %d bytes, the journal was written for %d: the input changed, a resume would map rows wrongly",
         source, size, src.size) }
+    end
+    if type(src.digest) == "string" and src.digest ~= digest then
+      return nil, core.error{ kind = "validation", message = format(
+        "%s changed since the journal was written (content digest %s, the journal has %s): a resume would map "
+        .. "rows wrongly; resume with the file it was written for, or start a new sync", source,
+        tostring(digest), src.digest) }
     end
   end
 
@@ -942,8 +1048,10 @@ local function start(S, client, source, opts)
     S.next_poll = now
     S:jsync()
   elseif opts.journal and not S.dry_run then
+    local described = describe_source(source, size, fmt)
+    described.digest = digest
     local header = {
-      time = os_time(), source = describe_source(source, size, fmt),
+      time = os_time(), source = described,
       reader = ropts, batch_size = S.batch_size, max_jobs = S.max_jobs, url = base_url(client),
       report = opts.report,
     }
@@ -997,14 +1105,14 @@ function _M.run(client, source, opts)
     client = client, core = client and client.core, now = now, sleep = client and client.sleep or core.sleep,
     dry_run = dry, batch_size = opts.batch_size or 100, max_jobs = opts.max_jobs or 30,
     filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
-    rows = opts.collect_rows ~= false and {} or nil,
+    rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
     counts = {}, total = 0, total_at_start = 0, read = 0, submitted = 0, jobs = 0, resubmitted = 0,
-    refusals = 0, poll_failures = 0,
+    poll_failures = 0,
     busy = {}, dkeys = {}, deferred = {}, ready = {}, inflight = {}, loose = {},
     retry = journal.ranges(), next_b = 1, eof = false, reading = true,
     poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
     grace = opts.not_found_grace or 30, submit_after = 0, next_poll = 0,
-    job_timeout = opts.job_timeout or 1800,
+    job_timeout = opts.job_timeout or 1800, rate_limit_timeout = opts.rate_limit_timeout or RATE_LIMIT_TIMEOUT,
     progress_every = opts.progress_interval or 0.2, next_progress = 0,
     started = now(), cap_probe_at = 0,
   }, sync_mt)

@@ -3,11 +3,88 @@
 local core = require "zendesk.core"
 
 local floor, huge = math.floor, math.huge
-local concat, pairs, type, tostring = table.concat, pairs, type, tostring
+local concat, pairs, next, rawget, type, tostring = table.concat, pairs, next, rawget, type, tostring
+local byte, format, strsub = string.byte, string.format, string.sub
+-- the metatable itself, even behind a __metatable field
+local getmt = debug and debug.getmetatable or getmetatable
 
 local _M = { _VERSION = core.version }
 
 local null = core.null
+local array_mt, object_mt = core.array_mt, core.object_mt
+
+-- The first byte (1-based) of s that the JSON encoder would refuse as UTF-8 (an overlong form,
+-- a UTF-16 surrogate, above U+10FFFF, a stray or missing continuation byte), or nil: the
+-- encoder's own rules, in C, where a Lua pattern scan would cost several times a whole check.
+local utf8_bad = core.utf8_check
+_M.utf8_bad = utf8_bad
+
+-- s with every byte the encoder would refuse written as \xNN, for text that must go out
+-- whatever it holds (a journal message, a JSON report); s itself when it is valid.
+function _M.utf8_escape(s)
+  local bad = utf8_bad(s)
+  if not bad then return s end
+  local out, pos = {}, 1
+  while bad do
+    out[#out + 1] = strsub(s, pos, pos + bad - 2)
+    out[#out + 1] = format("\\x%02x", byte(s, pos + bad - 1))
+    pos = pos + bad
+    bad = utf8_bad(strsub(s, pos))
+  end
+  out[#out + 1] = strsub(s, pos)
+  return concat(out)
+end
+
+-- A table is read by the encoder raw. One whose metatable changes what indexing, pairs or #
+-- see would be checked as one thing and sent as another: refused (the encoder's own shape
+-- markers, zendesk.array_mt and object_mt, change nothing of that and are fine).
+local function disguised(t)
+  local mt = getmt(t)
+  return mt ~= nil and mt ~= array_mt and mt ~= object_mt and type(mt) == "table"
+    and (rawget(mt, "__index") ~= nil or rawget(mt, "__pairs") ~= nil or rawget(mt, "__len") ~= nil)
+end
+local DISGUISED = "a table with a metatable (__index, __pairs or __len) is not accepted: " ..
+                  "the encoder sends its raw fields"
+
+-- Looks through a field's value as the encoder will (raw): answers where inside it ("", "[2]",
+-- ".department") and what is wrong, or nothing. Below the second level each table is looked at
+-- once (seen), so a table shared many times over costs no more than its size, and a cycle,
+-- which the encoder refuses, is found.
+local function raw_problem(v, depth, seen)
+  local t = type(v)
+  if t == "string" then
+    local bad = utf8_bad(v)
+    if bad then return "", "invalid UTF-8 (byte " .. bad .. ")" end
+  elseif t == "table" then
+    if disguised(v) then return "", DISGUISED end
+    -- the encoder takes 64 levels from the request body down; a field starts 3 or 4 below it
+    if depth > 56 then return "", "nested too deeply (more than 56 levels)" end
+    if depth >= 2 then
+      seen = seen or {}
+      local st = seen[v]
+      if st == "open" then return "", "contains itself (a cycle)" end
+      if st then return end
+      seen[v] = "open"
+    end
+    for k, x in next, v do
+      local kt = type(k)
+      if kt == "string" then
+        local bad = utf8_bad(k)
+        if bad then return "", "invalid UTF-8 in a key (byte " .. bad .. ")" end
+      end
+      local xt, sub, msg = type(x), nil, nil
+      if xt == "string" then
+        local bad = utf8_bad(x)
+        if bad then sub, msg = "", "invalid UTF-8 (byte " .. bad .. ")" end
+      elseif xt == "table" then
+        sub, msg = raw_problem(x, depth + 1, seen)
+      end
+      -- the path is built only for the one that fails: most users have none
+      if msg then return (kt == "string" and "." .. k or "[" .. tostring(k) .. "]") .. sub, msg end
+    end
+    if depth >= 2 then seen[v] = "done" end
+  end
+end
 
 -- path: where the user is ("user", "users[3]", "row 12"); sub: inside the field ("[2]", ".name")
 local function fail(path, field, message, sub)
@@ -146,13 +223,30 @@ function _M.validate(user, path)
     return nil, core.error{ kind = "validation", path = path,
                             message = (path or "user") .. ": must be a table, got " .. type(user) }
   end
-  for k, v in pairs(user) do
+  if disguised(user) then
+    return nil, core.error{ kind = "validation", path = path, message = (path or "user") .. ": " .. DISGUISED }
+  end
+  for k, v in next, user do
     if type(k) ~= "string" then
       return fail(path, tostring(k), "field names must be strings")
     end
     local check = checks[k]
     if not check then
+      local bad = utf8_bad(k)
+      if bad then
+        return fail(path, _M.utf8_escape(k), "invalid UTF-8 in the field name (byte " .. bad .. ")")
+      end
       return fail(path, k, "unknown user field (misspelt? custom fields go in user_fields)")
+    end
+    local tv = type(v)
+    if tv == "string" then
+      local bad = utf8_bad(v)
+      if bad then return fail(path, k, "invalid UTF-8 (byte " .. bad .. ")") end
+    elseif tv == "table" then
+      local inside, problem = raw_problem(v, 0)
+      if problem then
+        return fail(path, k, problem, inside)
+      end
     end
     if v ~= null then
       local msg, sub = check(v)
@@ -213,6 +307,9 @@ end
 function _M.check_upsert_many_arg(list, method)
   if type(list) ~= "table" then
     error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), 3)
+  end
+  if disguised(list) then
+    return nil, core.error{ kind = "validation", path = "users", message = "users: " .. DISGUISED }
   end
   local n = #list
   if n < 1 or n > 100 then
