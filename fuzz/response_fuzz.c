@@ -92,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FC.t.bearer = strdup(secrets[1]);
         FC.refresh_token = strdup(secrets[2]);
         FC.client_secret = strdup(secrets[3]);
+        update_secrets(&FC);   /* the scrubber reads the list built from them, as core_new does */
         FC.open = 1;
     }
     if (size < 2)

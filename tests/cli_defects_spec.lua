@@ -111,7 +111,7 @@ describe("zendesk-sync (issue 12)", function()
     assert.equal(2000, n)
   end)
 
-  it("12. 429 on every submission ends with exit 2, a resume hint and a short journal", function()
+  it("12. 429 on every submission ends with exit 2, a hint and a short journal", function()
     s:fault{ path = "/api/v2/users/create_or_update_many", status = 429, headers = { ["Retry-After"] = "0" },
              content_type = "text/plain", body = "Too many jobs", count = 1000000 }
     local input, jpath = dir .. "/two.csv", dir .. "/two.journal"
@@ -119,7 +119,9 @@ describe("zendesk-sync (issue 12)", function()
     local code, out, err = run(dir, { "-q", "--rate-limit-timeout", "1", "--journal", jpath, input }, env)
     assert.equal(2, code, out .. err)
     assert.matches("refused every bulk submission", err)
-    assert.matches("%-%-resume", err)
+    -- every submission was refused, so no row can be in flight: the next plain run may start
+    -- afresh (issue 11), and --resume finishes the journal just as well
+    assert.matches("no row was sent: run the same command again", err)
     assert.is_true(count_lines(jpath, '"t":') <= 4)
     s:clear_faults()
     code = run(dir, { "-q", "--resume", jpath }, env)
