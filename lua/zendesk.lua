@@ -40,7 +40,7 @@ function _M.new(opts)
     error(c, 2)
   end
   return setmetatable({
-    core = c,
+    _core = c,
     sleep = own.sleep or core.sleep,
     now = own.now or core.now,
   }, client_mt)
@@ -62,7 +62,7 @@ function Client:upsert_user(user, opts)
   if not ok then
     return nil, err
   end
-  return self.core:upsert(user, opts)
+  return self._core:upsert(user, opts)
 end
 
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)
@@ -72,13 +72,13 @@ function Client:upsert_users(list)
   if not ok then
     return nil, err
   end
-  return self.core:bulk_upsert(list)
+  return self._core:bulk_upsert(list)
 end
 
 -- syntax: job_status, meta = client:job_status(id_or_job)
 function Client:job_status(id)
   check_self(self, "job_status")
-  return self.core:job_status(jobs.id_of(id, 2))
+  return self._core:job_status(jobs.id_of(id, 2))
 end
 
 -- syntax: job_statuses, meta = client:job_statuses(ids)
@@ -87,7 +87,7 @@ function Client:job_statuses(ids)
   if type(ids) ~= "table" then
     error("job_statuses: argument 'ids' must be an array of job ids", 2)
   end
-  return self.core:job_statuses(ids)
+  return self._core:job_statuses(ids)
 end
 
 -- syntax: job_status, meta = client:wait_job(id_or_job, {timeout =, on_progress =})
@@ -105,16 +105,26 @@ end
 -- syntax: body, meta = client:request(method, path, body)
 function Client:request(method, path, body)
   check_self(self, "request")
-  return self.core:request(method, path, body)
+  return self._core:request(method, path, body)
+end
+
+-- syntax: ok = client:is_open()
+function Client:is_open()
+  return self._core:is_open()
+end
+
+-- syntax: url = client:base_url()   ("https://acme.zendesk.com"; nil once closed)
+function Client:base_url()
+  return self._core:base_url()
 end
 
 -- syntax: client:close()   (idempotent; also on garbage collection and <close>)
 function Client:close()
-  return self.core:close()
+  return self._core:close()
 end
 
 client_mt.__close = Client.close
-client_mt.__tostring = function(self) return tostring(self.core) end
+client_mt.__tostring = function(self) return tostring(self._core) end
 
 _M.Client = Client
 return _M

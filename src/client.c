@@ -1476,6 +1476,17 @@ static int c_held_bytes(lua_State *L)
     return 1;
 }
 
+/* base_url() -> "scheme://host[:port]" the client talks to (nil once closed) */
+static int c_base_url(lua_State *L)
+{
+    zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->open && c->t.base)
+        lua_pushstring(L, c->t.base);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int c_is_open(lua_State *L)
 {
     zd_client *c = luaL_checkudata(L, 1, CLIENT_MT);
@@ -2023,6 +2034,7 @@ static const luaL_Reg client_methods[] = {
     {"request_many", c_request_many},
     {"close", c_close},
     {"is_open", c_is_open},
+    {"base_url", c_base_url},
     {"held_bytes", c_held_bytes},
     {NULL, NULL}
 };

@@ -56,7 +56,7 @@ describe("bulk upserts and jobs", function()
   end)
 
   it("reports failed rows inside a completed job", function()
-    local job = assert(client.core:bulk_upsert{ { email = "ok@example.com", name = "Ok" },
+    local job = assert(client._core:bulk_upsert{ { email = "ok@example.com", name = "Ok" },
                                                { email = "not-an-email", name = "Bad" } })
     local done = assert(client:wait_job(job, { timeout = 30 }))
     assert.equal("completed", done.status)
@@ -122,7 +122,7 @@ describe("bulk upserts and jobs", function()
 
   it("runs several requests concurrently with request_many", function()
     s:fault{ path = "/api/v2/users/show_many", action = "delay", delay_ms = 600, count = 4 }
-    local res = client.core:request_many{
+    local res = client._core:request_many{
       { "GET", "/api/v2/users/show_many.json?ids=1" },
       { "GET", "/api/v2/users/show_many.json?ids=2" },
       { "GET", "/api/v2/users/show_many.json?ids=3" },

@@ -80,7 +80,7 @@ describe("zendesk.core.new", function()
     local c
     do
       local cl <close> = zendesk.new(with{ url = "http://127.0.0.1:9" })
-      c = cl.core
+      c = cl._core
       assert.is_true(c:is_open())
     end
     assert.is_false(c:is_open())
@@ -106,7 +106,7 @@ describe("zendesk.core.new", function()
     for i = 1, 101 do many[i] = { email = i .. "@example.com" } end
     assert.has_error(function() cl:upsert_users(many) end, "upsert_users: expected 1 to 100 users, got 101")
     assert.has_error(function() cl:upsert_users({}) end, "upsert_users: expected 1 to 100 users, got 0")
-    assert.has_error(function() cl.core:bulk_upsert(many) end)
+    assert.has_error(function() cl._core:bulk_upsert(many) end)
     cl:close()
   end)
 

@@ -158,7 +158,7 @@ describe("core defects (issue 12)", function()
         assert.is_nil(v, path)
         assert.equal("validation", err.kind, path)
       end
-      local res = c.core:request_many{ { "GET", bad[1] }, { "GET", "/api/v2/users/1.json" }, { "GET", bad[5] } }
+      local res = c._core:request_many{ { "GET", bad[1] }, { "GET", "/api/v2/users/1.json" }, { "GET", bad[5] } }
       assert.equal("validation", res[1].err.kind)
       assert.equal(404, res[2].err.status)
       assert.equal("validation", res[3].err.kind)
@@ -191,7 +191,7 @@ describe("core defects (issue 12)", function()
       s:fault{ path = "/api/v2/users", method = "POST", action = "delay", delay_ms = 1500, count = 2 }
       s:fault{ path = "/api/v2/users/1", method = "PATCH", action = "delay", delay_ms = 1500, count = 2 }
       local c = client{ timeout = 0.5, max_retries = 3 }
-      local res = c.core:request_many{ { "POST", "/api/v2/users.json", { user = { email = "p@example.com", name = "P" } } },
+      local res = c._core:request_many{ { "POST", "/api/v2/users.json", { user = { email = "p@example.com", name = "P" } } },
                                        { "PATCH", "/api/v2/users/1.json", { user = { name = "P" } } } }
       for i = 1, 2 do
         assert.equal("timeout", res[i].err.kind)
@@ -271,15 +271,15 @@ describe("core defects (issue 12)", function()
                pad = 2 * 1024 * 1024, count = 60 }
       local reqs = {}
       for i = 1, 60 do reqs[i] = { "GET", "/api/v2/users/1.json" } end
-      local res = c.core:request_many(reqs)
+      local res = c._core:request_many(reqs)
       for i = 1, 60 do assert.same({ user = { id = 1 } }, res[i].value, tostring(res[i].err)) end
-      assert.is_true(c.core:held_bytes() <= 60 * 2 * 64 * 1024, "buffers kept: " .. c.core:held_bytes())
+      assert.is_true(c._core:held_bytes() <= 60 * 2 * 64 * 1024, "buffers kept: " .. c._core:held_bytes())
       s:fault{ path = UPSERT, status = 200, content_type = JSON, body = '{"user":{"id":5}}', pad = 1024 * 1024 }
       assert(c:upsert_user{ email = "a@example.com", name = "A" })
-      assert.is_true(c.core:held_bytes() <= 60 * 2 * 64 * 1024, "buffers kept: " .. c.core:held_bytes())
+      assert.is_true(c._core:held_bytes() <= 60 * 2 * 64 * 1024, "buffers kept: " .. c._core:held_bytes())
       -- small buffers stay for the next call
       assert(c:upsert_user{ email = "b@example.com", name = "B" })
-      assert.is_true(c.core:held_bytes() > 0)
+      assert.is_true(c._core:held_bytes() > 0)
       c:close()
     end)
   end)

@@ -47,7 +47,7 @@ describe("re-entry from callbacks", function()
       assert.is_table(err)
       assert.equal("closed", err.kind)
       assert.matches("closed", tostring(err))
-      assert.is_false(c.core:is_open())
+      assert.is_false(c._core:is_open())
       assert.equal(1, upserts(), "the retry must not go out after close")
       assert.has_error(function() c:upsert_user{ email = "ann@example.com", name = "Ann" } end,
                        "attempt to use a closed zendesk client")
@@ -61,7 +61,7 @@ describe("re-entry from callbacks", function()
       local reqs = {}
       for i = 1, 5 do reqs[i] = { "GET", "/api/v2/users/" .. i .. ".json" } end
       reqs[6] = { "GET", "no-slash" }
-      local res = c.core:request_many(reqs)
+      local res = c._core:request_many(reqs)
       assert.equal(6, #res)
       for i = 1, 5 do
         assert.is_table(res[i].err, "request " .. i)
@@ -69,7 +69,7 @@ describe("re-entry from callbacks", function()
       end
       assert.equal("closed", res[1].err.kind)
       assert.equal("validation", res[6].err.kind)
-      assert.is_false(c.core:is_open())
+      assert.is_false(c._core:is_open())
     end)
 
     it("a closing callback that then raises: the callback's error is raised, the client is closed", function()
@@ -77,7 +77,7 @@ describe("re-entry from callbacks", function()
       local c
       c = client{ on_event = function() c:close() error("stop here") end }
       assert.has_error(function() c:upsert_user{ email = "ann@example.com", name = "Ann" } end)
-      assert.is_false(c.core:is_open())
+      assert.is_false(c._core:is_open())
     end)
 
     it("another call on the same client is refused, raised after the outer call", function()
@@ -121,7 +121,7 @@ describe("re-entry from callbacks", function()
         tried = {}
         for name, f in pairs{
           request = function() return c:request("GET", "/api/v2/users/8.json") end,
-          request_many = function() return c.core:request_many{ { "GET", "/api/v2/users/8.json" } } end,
+          request_many = function() return c._core:request_many{ { "GET", "/api/v2/users/8.json" } } end,
           upsert_users = function() return c:upsert_users{ { email = "d@example.com", name = "D" } } end,
           job_status = function() return c:job_status("V3-abc") end,
           job_statuses = function() return c:job_statuses{ "V3-abc" } end,
@@ -130,7 +130,7 @@ describe("re-entry from callbacks", function()
           tried[name] = (not ok) and tostring(msg):find("callback", 1, true) ~= nil
         end
       end }
-      local res = c.core:request_many{ { "GET", "/api/v2/users/7.json" }, { "GET", "/api/v2/users/9.json" } }
+      local res = c._core:request_many{ { "GET", "/api/v2/users/7.json" }, { "GET", "/api/v2/users/9.json" } }
       assert.equal(2, #res)
       assert.equal(404, res[1].err.status)   -- the stand-in has no user 7: the retry went, and got its answer
       assert.same({ request = true, request_many = true, upsert_users = true, job_status = true,
@@ -156,7 +156,7 @@ describe("re-entry from callbacks", function()
       assert.is_nil(user)
       assert.equal("closed", err.kind)
       assert.is_string(seen)
-      assert.is_false(c.core:is_open())
+      assert.is_false(c._core:is_open())
       assert.same({}, emails())
     end)
 
@@ -167,7 +167,7 @@ describe("re-entry from callbacks", function()
       local user, err = c:upsert_user{ email = "o@example.com", name = "O" }
       assert.is_nil(user)
       assert.equal("closed", err.kind)
-      assert.is_false(c.core:is_open())
+      assert.is_false(c._core:is_open())
     end)
 
     it("a call from on_refresh is refused and raised after the outer call", function()

@@ -97,7 +97,7 @@ describe("retries", function()
 
   it("does not retry other 4xx answers", function()
     local c = client()
-    local _, err = c.core:upsert{ email = "bad", name = "A" }
+    local _, err = c._core:upsert{ email = "bad", name = "A" }
     c:close()
     assert.equal(422, err.status)
     assert.equal(1, err.attempts)

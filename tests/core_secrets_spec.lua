@@ -95,7 +95,7 @@ describe("credentials stay secret", function()
       .. '"}' .. string.rep("}", 12) .. "}"
     s:fault{ path = "/api/v2/users/create_or_update", status = 422, content_type = "application/json", body = body }
     local c = zendesk.new{ url = s.url, email = standin.EMAIL, token = secret, max_retries = 0 }
-    local u, err = c.core:upsert{ email = "a@example.com", name = "A" }
+    local u, err = c._core:upsert{ email = "a@example.com", name = "A" }
     c:close()
     assert.is_nil(u)
     assert.equal(422, err.status)

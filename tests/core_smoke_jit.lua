@@ -40,7 +40,7 @@ describe("LuaJIT build", function()
   end)
 
   it("reports errors with the same shapes", function()
-    local _, err = client.core:upsert{ email = "bad", name = "B" }
+    local _, err = client._core:upsert{ email = "bad", name = "B" }
     assert.equal(422, err.status)
     assert.equal("RecordInvalid", err.code)
     assert.matches("^zendesk: http 422", tostring(err))

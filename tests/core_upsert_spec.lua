@@ -66,7 +66,7 @@ describe("client:upsert_user", function()
   end)
 
   it("hands Zendesk's 422 details to the caller as a table", function()
-    local user, err = client.core:upsert{ email = "badmail", name = "Bad" }
+    local user, err = client._core:upsert{ email = "badmail", name = "Bad" }
     assert.is_nil(user)
     assert.equal("http", err.kind)
     assert.equal(422, err.status)

@@ -117,10 +117,10 @@ describe("sync_users", function()
   it("never puts two rows of one user in the same job or in two jobs in flight at once", function()
     s:config{ job_delay_ms = 150 }
     -- watch the rounds: which job each submission became and when each was seen completed
-    local real = client.core
+    local real = client._core
     local calls, completed_at = 0, {}
     local submitted = {}   -- {call, job id, keys}
-    client.core = setmetatable({
+    client._core = setmetatable({
       request_many = function(_, reqs)
         calls = calls + 1
         local res = real:request_many(reqs)
@@ -151,7 +151,7 @@ describe("sync_users", function()
       { email = "e@example.com", name = "E" }, { email = "f@example.com", name = "F" },
     }
     local report = client:sync_users(rows, { batch_size = 3, max_jobs = 5 })
-    client.core = real
+    client._core = real
     assert.is_table(report)
     assert.equal(10, report.total)
     assert.equal(0, report.failed)
@@ -271,8 +271,8 @@ describe("sync_users", function()
   end)
 
   it("marks the rows a job answered no result for as failed instead of dropping them", function()
-    local real = client.core
-    client.core = setmetatable({
+    local real = client._core
+    client._core = setmetatable({
       request_many = function(_, reqs)
         local res = real:request_many(reqs)
         for _, r in ipairs(res) do
@@ -287,7 +287,7 @@ describe("sync_users", function()
     local rows = {}
     for i = 1, 3 do rows[i] = { email = "m" .. i .. "@example.com", name = "M" .. i } end
     local report = client:sync_users(rows, { batch_size = 3, collect_rows = true })
-    client.core = real
+    client._core = real
     assert.equal(2, report.created)
     assert.equal(1, report.failed)
     local r = by_row(report)

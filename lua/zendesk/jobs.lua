@@ -43,13 +43,13 @@ function _M.wait(client, job, opts)
   local interval = lo
   local last, last_progress, last_at
   while true do
-    local js, res = client.core:job_status(id)
+    local js, res = client:job_status(id)
     if js then
       last = js
       if on_progress then
         on_progress(js)
         -- a callback that closed the client ends the wait cleanly, as it ends a call in the core
-        if not client.core:is_open() then
+        if not client:is_open() then
           return nil, core.error{ kind = "closed", job = js, job_id = id,
             message = "the client was closed by on_progress while waiting for job " .. id }
         end

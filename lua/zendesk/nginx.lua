@@ -312,10 +312,6 @@ function _M.new(opts)
     sleep = ngx_sleep,
     now = ngx_now,
   }, mt)
-  -- what zendesk.jobs.wait polls through: job_status, in the pool and within the budget
-  self.core = {
-    job_status = function(_, id) return run(self, "job_status", id) end,
-  }
   return self
 end
 
@@ -367,6 +363,17 @@ function Client:request(method, path, body)
     error("request: arguments 'method' and 'path' must be strings", 2)
   end
   return run(self, "request", method, path, body)
+end
+
+-- syntax: ok = client:is_open()
+function Client:is_open()
+  return not self.closed
+end
+
+-- syntax: url = client:base_url()   (as configured: "https://<subdomain>.zendesk.com" or url)
+function Client:base_url()
+  if self.closed then return nil end
+  return self.cfg.url or ("https://" .. self.cfg.subdomain .. ".zendesk.com")
 end
 
 -- syntax: client:close()

@@ -181,7 +181,7 @@ local function keys_of(user)
 end
 
 local function base_url(client)
-  return match(tostring(client.core), "%((.-)%)$")
+  return client:base_url()
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -1097,12 +1097,12 @@ end
 function _M.run(client, source, opts)
   opts = check_opts(opts)
   local dry = opts.dry_run == true
-  if not dry and (type(client) ~= "table" or client.core == nil) then
+  if not dry and (type(client) ~= "table" or client._core == nil) then
     error("sync_users: a zendesk client is required (or opts.dry_run = true)", 2)
   end
   local now = client and client.now or core.now
   local S = setmetatable({
-    client = client, core = client and client.core, now = now, sleep = client and client.sleep or core.sleep,
+    client = client, core = client and client._core, now = now, sleep = client and client.sleep or core.sleep,
     dry_run = dry, batch_size = opts.batch_size or 100, max_jobs = opts.max_jobs or 30,
     filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
     rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
