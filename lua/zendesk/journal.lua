@@ -24,10 +24,11 @@
 -- that nothing a row or a server holds can stop the journal.
 local core = require "zendesk.core"
 local users = require "zendesk.users"
+local is_int = require("zendesk.options").is_int
 
 local error, type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall =
       error, type, tostring, tonumber, setmetatable, getmetatable, ipairs, pairs, pcall
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 local remove, insert = table.remove, table.insert
 local byte, sub, char, format, gsub = string.byte, string.sub, string.char, string.format, string.gsub
 local io_open, io_lines = io.open, io.lines
@@ -55,11 +56,6 @@ local function escaped(v, depth)
     c[type(k) == "string" and utf8_escape(k) or k] = escaped(x, depth + 1)
   end
   return setmetatable(c, getmetatable(v))
-end
-
--- math.type is Lua 5.3+; the Lua layer also runs under LuaJIT
-local function is_int(v)
-  return type(v) == "number" and v == floor(v) and v > -huge and v < huge
 end
 
 local function io_error(path, msg)
