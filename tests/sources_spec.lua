@@ -560,7 +560,7 @@ describe("sources.open misuse and failures", function()
     raises("bad argument #1 to 'open' %(path, file handle, array or iterator expected, got number",
            42)
     raises("bad argument #2 to 'open' %(table expected, got string%)", {}, "csv")
-    raises("unknown option opts.delimter", "x.csv", {delimter = ";"})
+    raises("sources.open: unknown option 'delimter'", "x.csv", {delimter = ";"})
     raises("opts.chunk_size: number expected, got string", "x.csv", {chunk_size = "1"})
     raises("opts.chunk_size: a positive integer expected", "x.csv", {chunk_size = 0})
     raises("opts.format: unknown format 'xml'", "x.xml", {format = "xml"})

@@ -58,8 +58,9 @@ local function escaped(v, depth)
   return setmetatable(c, getmetatable(v))
 end
 
-local function io_error(path, msg)
-  return core.error{ kind = "io", path = path, message = "journal " .. tostring(msg) }
+-- errno: the third value of io.open, file:write, file:close (as liolib answers), when known
+local function io_error(path, msg, errno)
+  return core.error{ kind = "io", path = path, errno = errno, message = "journal " .. tostring(msg) }
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -175,8 +176,8 @@ local Journal = {}
 local journal_mt = { __index = Journal }
 
 local function open_append(path)
-  local f, err = io_open(path, "a")
-  if not f then return nil, io_error(path, err) end
+  local f, err, errno = io_open(path, "a")
+  if not f then return nil, io_error(path, err, errno) end
   f:setvbuf("full", 65536)
   return setmetatable({ file = f, path = path }, journal_mt)
 end
@@ -201,8 +202,8 @@ end
 -- syntax: j, err = journal.append(path)   (an existing journal, to go on after a resume)
 function _M.append(path)
   -- a crash can leave half a line at the end: end it, so the next record starts on its own line
-  local f, err = io_open(path, "rb")
-  if not f then return nil, io_error(path, err) end
+  local f, err, errno = io_open(path, "rb")
+  if not f then return nil, io_error(path, err, errno) end
   local size = f:seek("end")
   local last = ""
   if size and size > 0 then
@@ -256,8 +257,8 @@ end
 
 -- syntax: header, err = journal.header(path)   (the start record: what the sync was reading)
 function _M.header(path)
-  local f, err = io_open(path, "rb")
-  if not f then return nil, io_error(path, err) end
+  local f, err, errno = io_open(path, "rb")
+  if not f then return nil, io_error(path, err, errno) end
   local line = f:read("l")
   f:close()
   local rec = line and core.decode(line)

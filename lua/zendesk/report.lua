@@ -21,8 +21,9 @@ local COLUMNS = _M.COLUMNS
 local Writer = {}
 local writer_mt = { __index = Writer }
 
-local function io_error(path, msg)
-  return core.error{ kind = "io", path = path, message = "report " .. tostring(msg) }
+-- errno: the third value of io.open, file:write, file:close (as liolib answers), when known
+local function io_error(path, msg, errno)
+  return core.error{ kind = "io", path = path, errno = errno, message = "report " .. tostring(msg) }
 end
 
 -- Format of a report path, or nil when the extension says neither.
@@ -58,8 +59,8 @@ function _M.open(path)
   local tmp = _M.temp_path(path)
   local ok, err = core.create_private(tmp, true)
   if not ok then return nil, io_error(path, err) end
-  local f, oerr = io_open(tmp, "w")
-  if not f then return nil, io_error(path, oerr) end
+  local f, oerr, errno = io_open(tmp, "w")
+  if not f then return nil, io_error(path, oerr, errno) end
   f:setvbuf("full", 65536)
   local w = setmetatable({ file = f, path = path, tmp = tmp, format = fmt, count = 0, cells = {} }, writer_mt)
   local hok, herr

@@ -18,7 +18,8 @@
 -- The errors about an option or the CSV header are tables, so that a caller (the CLI) can word
 -- them in its own terms: {code =, option = (the opts key), message =, ...} (see option_error);
 -- tostring gives the message, with the position of the caller as error(msg, 2) would.
--- A file that cannot be opened, or whose CSV header cannot be read, gives nil, err.
+-- A file that cannot be opened gives nil, err, an io error table {kind = "io", path =, errno =,
+-- message =}; a CSV header that cannot be read gives nil, err (a message).
 --
 -- next() answers, per record: row (1-based among data records) and the user table, or row, nil
 -- and a one-line problem when that record could not be parsed or mapped (reading goes on; a CSV
@@ -44,13 +45,24 @@ local concat = table.concat
 local io_open, io_type = io.open, io.type
 local tointeger = math.tointeger          -- nil under LuaJIT: there every number is a double
 local HUGE = math.huge
+local options = require "zendesk.options"
 
 -- The encoder's UTF-8 rule, to name the column of a bad cell; without the core (sources also
 -- runs on its own) validation still refuses the row, naming the field.
-local utf8_check
+local utf8_check, core_error
 do
   local ok, core = pcall(require, "zendesk.core")
   utf8_check = ok and type(core) == "table" and core.utf8_check or nil
+  core_error = ok and type(core) == "table" and core.error or nil
+end
+
+-- An input that cannot be opened: {kind = "io", path =, errno =, message =}, a zendesk.core error
+-- (or, without the core, a table of the same fields whose tostring is the message).
+local io_error_mt = {__tostring = function(e) return e.message end}
+local function io_error(path, msg, errno)
+  local e = {kind = "io", path = path, errno = errno, message = msg}
+  if core_error then return core_error(e) end
+  return setmetatable(e, io_error_mt)
 end
 
 local MAX_RECORD = 4 * 1024 * 1024
@@ -92,6 +104,8 @@ local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table", decode = "function", chunk_size = "number", name = "string",
 }
+local CHECKED = {}
+for k in pairs(OPTIONS) do CHECKED[k] = {pass = true} end
 
 -- Errors about an option or the CSV header, with what they are made of: code is one of
 -- UnknownColumn {column, index, source}, DuplicateColumn {column, index, other, other_index,
@@ -945,9 +959,11 @@ local function check_opts(opts)
   if type(opts) ~= "table" then
     return nil, "bad argument #2 to 'open' (table expected, got " .. type(opts) .. ")"
   end
+  -- unknown keys raise as every module's options do (zendesk.options); the types are checked
+  -- below, in this module's words (level 4: check_opts, open, then open's caller)
+  options.check(CHECKED, opts, "sources.open", 4)
   for k, v in pairs(opts) do
     local want = OPTIONS[k]
-    if not want then return nil, "unknown option opts." .. tostring(k) end
     if type(v) ~= want then
       return nil, format("opts.%s: %s expected, got %s", k, want, type(v))
     end
@@ -1043,9 +1059,9 @@ function _M.open(input, opts)
   end
 
   if not file then
-    local err
-    file, err = io_open(input, "rb")
-    if not file then return nil, err end
+    local err, errno
+    file, err, errno = io_open(input, "rb")
+    if not file then return nil, io_error(input, err, errno) end
     own = true
   end
 

@@ -21,7 +21,7 @@ local submit = require "zendesk.sync_submit"
 local poll = require "zendesk.sync_poll"
 local resume = require "zendesk.sync_resume"
 
-local error, type, ipairs, pcall, setmetatable = error, type, ipairs, pcall, setmetatable
+local error, type, tostring, ipairs, pcall = error, type, tostring, ipairs, pcall
 local floor, huge, max, min = math.floor, math.huge, math.max, math.min
 local concat, remove = table.concat, table.remove
 local match, format = string.match, string.format
@@ -35,9 +35,6 @@ local io_err = read.io_err
 
 -- After a TooManyJobs refusal, seconds between attempts at one more job in flight.
 local PROBE_EVERY = 10
--- Default of opts.rate_limit_timeout: how long 429s may refuse every submission (while no job of
--- ours is in flight) or every poll before the sync stops, resumably.
-local RATE_LIMIT_TIMEOUT = 600
 
 local NONNEG = { type = "number", min = 0 }
 local OPTIONS = {
@@ -294,24 +291,7 @@ function _M.run(client, source, opts)
   if not dry and (type(client) ~= "table" or client._core == nil) then
     error("sync_users: a zendesk client is required (or opts.dry_run = true)", 2)
   end
-  local now = client and client.now or core.now
-  local S = setmetatable({
-    client = client, core = client and client._core, now = now, sleep = client and client.sleep or core.sleep,
-    dry_run = dry, batch_size = opts.batch_size or 100, max_jobs = opts.max_jobs or 30,
-    filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
-    rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
-    counts = {}, total = 0, total_at_start = 0, read = 0, submitted = 0, jobs = 0, resubmitted = 0,
-    poll_failures = 0,
-    busy = {}, dkeys = {}, deferred = {}, ready = {}, inflight = {}, loose = {},
-    retry = journal.ranges(), next_b = 1, eof = false, reading = true,
-    poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
-    grace = opts.not_found_grace or 30, submit_after = 0, next_poll = 0,
-    job_timeout = opts.job_timeout or 1800, rate_limit_timeout = opts.rate_limit_timeout or RATE_LIMIT_TIMEOUT,
-    progress_every = opts.progress_interval or 0.2, next_progress = 0,
-    started = now(), cap_probe_at = 0,
-  }, Sync)
-  S.cap = S.max_jobs
-  S.poll_interval = S.poll_lo
+  local S = Sync.new(client, opts, dry)
   if dry and opts.resume then error("sync_users: 'dry_run' and 'resume' do not go together", 2) end
 
   local ok, started, serr = pcall(start, S, client, source, opts)

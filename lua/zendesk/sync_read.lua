@@ -41,8 +41,8 @@ local function open_source(source, ropts)
       if ok and e then e:close() end
       error(ok and "sync_users: cannot tell the format of '" .. source .. "'" or e, 3)
     end
-    local f, err = io_open(source, "rb")
-    if not f then return nil, io_err(err, { path = source }) end
+    local f, err, errno = io_open(source, "rb")
+    if not f then return nil, io_err(err, { path = source, errno = errno }) end
     local size = f:seek("end")
     f:seek("set", 0)
     local o = {}
@@ -61,7 +61,10 @@ local function open_source(source, ropts)
   end
   local ok, reader, rerr = pcall(sources.open, source, ropts)
   if not ok then error(reader, 3) end
-  if not reader then return nil, io_err(tostring(rerr)) end
+  if not reader then
+    if type(rerr) == "table" and rerr.kind == "io" then return nil, rerr end
+    return nil, io_err(tostring(rerr))
+  end
   return reader, nil, nil, ropts.format
 end
 _M.open_source = open_source

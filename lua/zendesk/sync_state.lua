@@ -6,12 +6,39 @@
 local core = require "zendesk.core"
 local journal = require "zendesk.journal"
 
-local type, tostring, pcall, max, min = type, tostring, pcall, math.max, math.min
+local type, tostring, pcall, setmetatable, max, min = type, tostring, pcall, setmetatable, math.max, math.min
 local os_time = os.time
 local null = core.null
 
+-- Default of opts.rate_limit_timeout: how long 429s may refuse every submission (while no job of
+-- ours is in flight) or every poll before the sync stops, resumably.
+local RATE_LIMIT_TIMEOUT = 600
+
 local Sync = {}
 Sync.__index = Sync
+
+-- syntax: S = Sync.new(client, opts, dry)   (opts checked by zendesk.sync)
+function Sync.new(client, opts, dry)
+  local now = client and client.now or core.now
+  local S = setmetatable({
+    client = client, core = client and client._core, now = now, sleep = client and client.sleep or core.sleep,
+    dry_run = dry, batch_size = opts.batch_size or 100, max_jobs = opts.max_jobs or 30,
+    filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
+    rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
+    counts = {}, total = 0, total_at_start = 0, read = 0, submitted = 0, jobs = 0, resubmitted = 0,
+    poll_failures = 0,
+    busy = {}, dkeys = {}, deferred = {}, ready = {}, inflight = {}, loose = {},
+    retry = journal.ranges(), next_b = 1, eof = false, reading = true,
+    poll_lo = opts.poll_interval or 0.25, poll_hi = opts.max_poll_interval or 5,
+    grace = opts.not_found_grace or 30, submit_after = 0, next_poll = 0,
+    job_timeout = opts.job_timeout or 1800, rate_limit_timeout = opts.rate_limit_timeout or RATE_LIMIT_TIMEOUT,
+    progress_every = opts.progress_interval or 0.2, next_progress = 0,
+    started = now(), cap_probe_at = 0,
+  }, Sync)
+  S.cap = S.max_jobs
+  S.poll_interval = S.poll_lo
+  return S
+end
 
 -- syntax: o = Sync.outcome(batch, i, outcome [, o])   (the outcome of row i of batch: row, email,
 -- external_id from the user sent; o holds the other fields: error, reason, id...)
