@@ -2,7 +2,7 @@
 # Builds the C core with AddressSanitizer and UndefinedBehaviorSanitizer into
 # build/asan/zendesk/core.so (the Makefile's flags plus the sanitizers) and runs the Lua 5.4 spec
 # suite against it, with the ASan runtime preloaded into lua5.4 and leak checking on.
-#   scripts/asan.sh [busted args...]     e.g. scripts/asan.sh tests/core_json_spec.lua
+#   scripts/asan.sh [busted args...]     e.g. scripts/asan.sh tests/unit/core_json_spec.lua
 # Ends with busted's summary line; exits non-zero on a failed spec or any sanitizer report.
 set -u
 cd "$(dirname "$0")/.." || exit 2

@@ -1,5 +1,5 @@
--- What core.valid_email (src/email.c) must accept and refuse, for tests/core_email_spec.lua
--- (Lua 5.4) and tests/core_email_jit.lua (LuaJIT): a table of addresses, the rules written out
+-- What core.valid_email (src/email.c) must accept and refuse, for tests/unit/core_email_spec.lua
+-- (run under Lua 5.4 and LuaJIT): a table of addresses, the rules written out
 -- from the RFCs as a small grammar (the oracle), and a generator of strings to compare the C
 -- check with it on. The expectations come from the rules, not from any earlier implementation.
 --

@@ -1,7 +1,7 @@
 -- core.valid_email (src/email.c), behind zendesk.users.valid_email: the rules (RFC 5321/5322 as
 -- far as Zendesk goes, support/email_cases.lua) pinned by a table of addresses, and checked
 -- against the rules' own grammar on thousands of strings.
--- tests/core_email_jit.lua runs the comparison under LuaJIT.
+-- The same file runs under LuaJIT (.busted, task luajit).
 local core = require "zendesk.core"
 local users = require "zendesk.users"
 local zendesk = require "zendesk"

@@ -24,7 +24,7 @@ describe("bulk upserts and jobs", function()
     return t
   end
 
-  it("submits up to 100 users and returns the queued job", function()
+  it("submits up to 100 users and returns the queued job #lua54", function()
     local job, meta = client:upsert_users(users(100))
     assert.is_table(job, tostring(meta))
     assert.equal(200, meta.status)
@@ -34,7 +34,7 @@ describe("bulk upserts and jobs", function()
     assert.equal("integer", math.type(job.total))
   end)
 
-  it("waits for a job and maps results in request order", function()
+  it("waits for a job and maps results in request order #lua54", function()
     assert(client:upsert_user{ email = "u2@example.com", name = "Existing" })
     local list = users(3)
     list[3] = { email = "u3@example.com", name = "Three", role = "agent" }

@@ -4,9 +4,9 @@ local core = require "zendesk.core"
 local cjson = require "cjson"
 
 describe("zendesk.core JSON encoding", function()
-  it("writes integers exactly, up to 2^63-1", function()
+  it("writes integers exactly, up to 2^63-1 #lua54", function()
     assert.equal('{"id":123456789012345}', core.encode{ id = 123456789012345 })
-    assert.equal('[9007199254740993]', core.encode{ (1 << 53) + 1 })
+    assert.equal('[9007199254740993]', core.encode{ 9007199254740993 })
     assert.equal('[9223372036854775807,-9223372036854775808]', core.encode{ math.maxinteger, math.mininteger })
   end)
 
@@ -79,7 +79,7 @@ describe("zendesk.core JSON encoding", function()
   it("refuses a table reused so often that its JSON would explode", function()
     -- 2^5 copies of a 4 MiB string as text (a long string, so that valgrind gets there fast;
     -- { "x" } doubled 40 times fails the same way, in 2 s natively and 50 s under valgrind)
-    local t = { string.rep("x", 1 << 22) }
+    local t = { string.rep("x", 4194304) }
     for _ = 1, 5 do t = { t, t } end
     local msg = bad(t, "body")
     assert.matches("more than 64 MiB", msg)
@@ -94,7 +94,7 @@ describe("zendesk.core JSON encoding", function()
 end)
 
 describe("zendesk.core JSON decoding", function()
-  it("returns every integral number as a Lua integer, nested too", function()
+  it("returns every integral number as a Lua integer, nested too #lua54", function()
     local v = core.decode('{"job_status":{"total":2,"results":[{"id":36146830593,"index":0},' ..
                           '{"id":421941820731,"status":"Created"}]},"user_fields":{"level":3}}')
     assert.equal("integer", math.type(v.job_status.total))
@@ -105,14 +105,14 @@ describe("zendesk.core JSON decoding", function()
     assert.equal("/users/36146830593", "/users/" .. v.job_status.results[1].id)
   end)
 
-  it("keeps ids above 2^53 exact", function()
+  it("keeps ids above 2^53 exact #lua54", function()
     local v = core.decode('{"a":9007199254740993,"b":9223372036854775807,"c":[-9223372036854775807]}')
-    assert.equal((1 << 53) + 1, v.a)
+    assert.equal(9007199254740993, v.a)
     assert.equal(math.maxinteger, v.b)
     assert.equal(-math.maxinteger, v.c[1])
   end)
 
-  it("keeps fractions as floats and handles a bare number", function()
+  it("keeps fractions as floats and handles a bare number #lua54", function()
     local v = core.decode('{"score":2.5}')
     assert.equal("float", math.type(v.score))
     assert.equal("integer", math.type(core.decode("7")))
@@ -139,7 +139,7 @@ describe("zendesk.core JSON decoding", function()
     assert.same(u, core.decode(core.encode(u)))
   end)
 
-  it("reads numbers as JSON writes them", function()
+  it("reads numbers as JSON writes them #lua54", function()
     local v = core.decode('[0,-0,1.0,1e3,-1E+2,2.5e-1,1e300,-9223372036854775808,'
       .. '9223372036854775808,123456789012345678901234567890,0.1]')
     assert.same({ 0, 0, 1, 1000, -100, 0.25 }, { table.unpack(v, 1, 6) })
@@ -205,7 +205,7 @@ describe("zendesk.core JSON decoding", function()
     assert.equal(3, small.a)
   end)
 
-  it("agrees with lua-cjson on random documents", function()
+  it("agrees with lua-cjson on random documents #lua54", function()
     -- cjson reads every number as a double; exact integers here are below 2^53 so both agree
     local oracle = cjson.new()
     -- ZD_SEED=<n> replays a run; the seed is printed so that a failure can be replayed

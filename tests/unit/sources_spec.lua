@@ -690,20 +690,18 @@ describe("reader lifecycle", function()
     assert.same({{1, "A"}, {2, "expected a table, got string"}, {3, "C"}}, seen)
   end)
 
-  if _VERSION ~= "Lua 5.1" then
-    it("closes with a to-be-closed variable", function()
-      local path = write_file("name\nAnn\n")
-      local inside = assert(load([[
-        local sources, path, count = ...
-        local reader <close> = assert(sources.open(path))
-        assert(reader:next())
-        return count(path)
-      ]]))(sources, path, open_fds)
-      assert.equal(1, inside)
-      assert.equal(0, open_fds(path))
-      os.remove(path)
-    end)
-  end
+  it("closes with a to-be-closed variable #lua54", function()
+    local path = write_file("name\nAnn\n")
+    local inside = assert(load([[
+      local sources, path, count = ...
+      local reader <close> = assert(sources.open(path))
+      assert(reader:next())
+      return count(path)
+    ]]))(sources, path, open_fds)
+    assert.equal(1, inside)
+    assert.equal(0, open_fds(path))
+    os.remove(path)
+  end)
 end)
 
 describe("Lua inputs", function()

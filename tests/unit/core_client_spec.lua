@@ -9,6 +9,20 @@ local function refused(opts)
   return err
 end
 
+describe("the core this VM loaded", function()
+  -- folded from tests/core_smoke_jit.lua ("runs under LuaJIT"): each VM loads its own build
+  it("comes from the build of the VM running the specs", function()
+    local so = package.searchpath("zendesk.core", package.cpath)
+    if jit then
+      assert.matches("build/luajit/", package.cpath)
+      assert.matches("build/luajit/zendesk/core%.so$", so)
+    else
+      assert.equal("Lua 5.4", _VERSION)
+      assert.matches("build/lua5%.4/zendesk/core%.so$", so)
+    end
+  end)
+end)
+
 describe("zendesk.core.new", function()
   local creds = { email = "a@example.com", token = "t0ken-value" }
   local function with(extra)
@@ -76,13 +90,15 @@ describe("zendesk.core.new", function()
     assert.matches("closed zendesk client", err)
   end)
 
-  it("closes on scope exit with <close> and on garbage collection", function()
-    local c
-    do
-      local cl <close> = zendesk.new(with{ url = "http://127.0.0.1:9" })
-      c = cl._core
+  it("closes on scope exit with <close> and on garbage collection #lua54", function()
+    -- (loaded from a string, so that LuaJIT, which runs this file without this test, parses it)
+    local c = assert(load([[
+      local zendesk, opts, assert = ...
+      local cl <close> = zendesk.new(opts)
+      local c = cl._core
       assert.is_true(c:is_open())
-    end
+      return c
+    ]]))(zendesk, with{ url = "http://127.0.0.1:9" }, assert)
     assert.is_false(c:is_open())
     -- unreferenced clients are collected (their __gc closes them; valgrind and ASan see leaks)
     local weak = setmetatable({}, { __mode = "v" })

@@ -406,3 +406,47 @@ describe("zendesk-sync for a new user", function()
     end)
   end)
 end)
+
+-- folded from tests/cli_newcomer_jit.lua (issue 11): `luajit bin/zendesk-sync` from a checkout,
+-- with no module paths in the environment, finds build/luajit and syncs (needs `make LUA=luajit
+-- build`, which `make test` does); the shebang still says lua5.4
+describe("zendesk-sync under LuaJIT", function()
+  local s, dir
+
+  setup(function()
+    s = standin.start()
+    s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+    dir = tmpname(".d")
+    assert(os.execute("mkdir -m 700 " .. q(dir)))
+  end)
+  teardown(function()
+    s:stop()
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("starts with the shebang's interpreter named in the script", function()
+    assert.matches("^#!/usr/bin/env lua5%.4\n", read_file(ROOT .. "bin/zendesk-sync"))
+  end)
+
+  it("prints --help and syncs a file with its report, from a checkout with no module paths set", function()
+    local jit_run = { interpreter = "luajit" }
+    local code, out, err = run(dir, { "--help" }, {}, jit_run)
+    assert.equal(0, code, err)
+    assert.matches("Usage: zendesk%-sync", out)
+    local file = dir .. "/jit.csv"
+    local rows = { "name,email,external_id" }
+    for i = 1, 120 do rows[#rows + 1] = ("J%d,j%d@example.com,jx%d"):format(i, i, i) end
+    write_file(file, table.concat(rows, "\n") .. "\n")
+    local report = dir .. "/jit-report.csv"
+    code, out, err = run(dir, { "--report", report, file },
+                         { ZENDESK_URL = s.url, ZENDESK_EMAIL = standin.EMAIL, ZENDESK_API_TOKEN = standin.TOKEN },
+                         jit_run)
+    assert.equal(0, code, err)
+    assert.matches("120 rows", out)
+    assert.matches("120 created", out)
+    assert.equal(120, #s:users())
+    local lines = 0
+    for _ in io.lines(report) do lines = lines + 1 end
+    assert.equal(121, lines)
+  end)
+end)
