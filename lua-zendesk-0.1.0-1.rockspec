@@ -28,6 +28,7 @@ build = {
       defines = {},
     },
     ["zendesk"] = "lua/zendesk.lua",
+    ["zendesk.api"] = "lua/zendesk/api.lua",
     ["zendesk.users"] = "lua/zendesk/users.lua",
     ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
     ["zendesk.sources"] = "lua/zendesk/sources.lua",

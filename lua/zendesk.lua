@@ -3,6 +3,7 @@
 local core = require "zendesk.core"
 local users = require "zendesk.users"
 local jobs = require "zendesk.jobs"
+local api = require "zendesk.api"
 
 local error, pairs, pcall, setmetatable, type = error, pairs, pcall, setmetatable, type
 
@@ -62,7 +63,7 @@ function Client:upsert_user(user, opts)
   if not ok then
     return nil, err
   end
-  return self._core:upsert(user, opts)
+  return api.upsert_user(self._core, user, opts)
 end
 
 -- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)
@@ -72,13 +73,13 @@ function Client:upsert_users(list)
   if not ok then
     return nil, err
   end
-  return self._core:bulk_upsert(list)
+  return api.upsert_users(self._core, list)
 end
 
 -- syntax: job_status, meta = client:job_status(id_or_job)
 function Client:job_status(id)
   check_self(self, "job_status")
-  return self._core:job_status(jobs.id_of(id, 2))
+  return api.job_status(self._core, jobs.id_of(id, 2))
 end
 
 -- syntax: job_statuses, meta = client:job_statuses(ids)
@@ -87,7 +88,7 @@ function Client:job_statuses(ids)
   if type(ids) ~= "table" then
     error("job_statuses: argument 'ids' must be an array of job ids", 2)
   end
-  return self._core:job_statuses(ids)
+  return api.job_statuses(self._core, ids)
 end
 
 -- syntax: job_status, meta = client:wait_job(id_or_job, {timeout =, on_progress =})
@@ -105,7 +106,7 @@ end
 -- syntax: body, meta = client:request(method, path, body)
 function Client:request(method, path, body)
   check_self(self, "request")
-  return self._core:request(method, path, body)
+  return api.request(self._core, method, path, body)
 end
 
 -- syntax: ok = client:is_open()

@@ -17,9 +17,10 @@ local report = require "zendesk.report"
 local options = require "zendesk.options"
 local Sync = require "zendesk.sync_state"
 local read = require "zendesk.sync_read"
-local submit = require "zendesk.sync_submit"
-local poll = require "zendesk.sync_poll"
+require "zendesk.sync_submit"   -- adds Sync:handle_post
+require "zendesk.sync_poll"       -- adds Sync:handle_poll and the mapping of results
 local resume = require "zendesk.sync_resume"
+local api = require "zendesk.api"
 
 local error, type, tostring, ipairs, pcall = error, type, tostring, ipairs, pcall
 local floor, huge, max, min = math.floor, math.huge, math.max, math.min
@@ -29,7 +30,7 @@ local io_type, os_time = io.type, os.time
 
 local _M = { _VERSION = core.version }
 
-local PATH_MANY, PATH_STATUSES = submit.PATH_MANY, poll.PATH_STATUSES
+local PATH_MANY, PATH_STATUSES = api.PATH_UPSERT_MANY, api.PATH_JOB_STATUSES
 local MAX_PATH = 2000   -- the core refuses paths over 2048 bytes
 local io_err = read.io_err
 
@@ -119,7 +120,7 @@ function Sync:round()
   if #reqs == 0 then return false end
   self:jsync()
   if self.fatal then return true end
-  local res = self.core:request_many(reqs)
+  local res = api.request_many(self.core, reqs)
   self.too_many = false
   for i, batch in ipairs(posts) do self:handle_post(batch, res[i]) end
   if self.too_many then

@@ -14,7 +14,6 @@ local new_batch = require("zendesk.sync_read").new_batch
 
 local _M = {}
 
-_M.PATH_STATUSES = "/api/v2/job_statuses/show_many.json?ids="
 -- A batch whose submission got an unreadable answer may have become a job: its rows wait about
 -- twice as long as jobs take (UNCERTAIN_WAIT before any job finished) before going again, so that
 -- the two copies are not in flight at once.

@@ -12,8 +12,7 @@ local new_batch = read.new_batch
 
 local _M = {}
 
-_M.PATH_MANY = "/api/v2/users/create_or_update_many.json"
-local PATH_MANY = _M.PATH_MANY
+local PATH_MANY = require("zendesk.api").PATH_UPSERT_MANY
 -- 409 DatabaseConflict answers to one batch (each after the core's retries) before the sync stops.
 local MAX_CONFLICTS = 3
 
