@@ -5,7 +5,7 @@
 --   name    the client method
 --   check   function(a, b, c) -> true, a, b, c (the arguments to send) | nil, err (a bad user:
 --           the method returns nil, err, before any I/O). Misuse raises at the method's caller:
---           level 4 from a function check calls (it, check, the method, the caller).
+--           level 3 from check (check, the method, the caller), 4 from a function check calls.
 --   api     the zendesk.api function that does it with a core handle: api[api](core, a, b, c)
 --   wire    (optional) function(a, b, c) -> what crosses to a pool thread, and unwire, its inverse
 --           there: each crossing is a deep copy, so only what the core needs goes
@@ -56,7 +56,7 @@ local _M = {
     -- syntax: job_statuses, meta = client:job_statuses(ids)
     check = function(ids)
       if type(ids) ~= "table" then
-        error("job_statuses: argument 'ids' must be an array of job ids", 4)
+        error("job_statuses: argument 'ids' must be an array of job ids", 3)
       end
       return true, ids
     end,
@@ -66,7 +66,7 @@ local _M = {
     -- syntax: body, meta = client:request(method, path [, body])
     check = function(method, path, body)
       if type(method) ~= "string" or type(path) ~= "string" then
-        error("request: arguments 'method' and 'path' must be strings", 4)
+        error("request: arguments 'method' and 'path' must be strings", 3)
       end
       return true, method, path, body
     end,
