@@ -1,5 +1,7 @@
--- zendesk: the public Lua API. A thin layer over the C core (zendesk.core): it checks
--- users before any I/O, waits for bulk jobs and drives syncs; the core does the HTTP.
+-- zendesk: the public Lua API. A thin layer over the C core (zendesk.core): its methods come from
+-- the one table of zendesk.methods (arguments and users checked before any I/O) and call
+-- zendesk.api with the client's core; it waits for bulk jobs (zendesk.jobs) and drives syncs
+-- (zendesk.sync); the core does the HTTP. lua/zendesk/README.md draws the whole layer.
 local core = require "zendesk.core"
 local users = require "zendesk.users"
 local api = require "zendesk.api"
