@@ -18,7 +18,7 @@ local users = require "zendesk.users"
 local jobs = require "zendesk.jobs"
 local api = require "zendesk.api"
 
-local error, ipairs, type = error, ipairs, type
+local assert, error, ipairs, tostring, type = assert, error, ipairs, tostring, type
 
 local MAX_USERS = api.MAX_USERS
 
@@ -80,7 +80,11 @@ local _M = {
 }
 
 local by_name = {}
-for _, m in ipairs(_M) do by_name[m.name] = m end
+for _, m in ipairs(_M) do
+  by_name[m.name] = m
+  -- a misspelt api name fails here, at load, not at the first call
+  assert(m.run or type(api[m.api]) == "function", "zendesk.methods: no zendesk.api." .. tostring(m.api))
+end
 
 -- syntax: entry = methods.get(name)   (nil for a name not in the table)
 function _M.get(name)
