@@ -271,9 +271,9 @@ function _M.validate(user, path)
   return true
 end
 
--- The argument checks of the client methods (zendesk.methods builds both clients' methods on
--- them): misuse raises at `level` (the caller of the method, as zendesk.methods calls these:
--- default 3, one level above the function that called this one); a bad user returns nil, err.
+-- The argument checks of the upsert methods (zendesk.methods builds both clients' methods on
+-- them): misuse raises at `level` (default 3, the caller of the function that called this one;
+-- zendesk.methods passes 4, the caller of the method); a bad user returns nil, err.
 
 -- upsert_user's user and options ({fields = {"id", ...}}, or nil)
 function _M.check_upsert_arg(user, opts, method, level)
