@@ -142,6 +142,10 @@ describe("stand-in update_many", function()
     update_many("?ids=" .. a.id, { user = { id = b.id, suspended = true } })
     assert.is_true(admin_user(a.id).suspended)
     assert.is_false(admin_user(b.id).suspended)
+    local job = update_many("?external_ids=nobody", { user = { id = b.id, suspended = true } })
+    assert.same({ index = 0, external_id = "nobody", status = "Failed", error = "RecordNotFound",
+      details = "Not found" }, job.results[1])
+    assert.is_false(admin_user(b.id).suspended)
   end)
 
   it("the batch form applies each row's own changes", function()
@@ -191,7 +195,9 @@ describe("stand-in update_many", function()
     local nobody = s:http("PUT", UPDATE_MANY .. "?ids=" .. a.id, { body = "" })
     assert.equal(400, nobody.status)
     assert.equal("ParameterMissing", standin.decode(nobody.body).error)
-    assert.equal(400, s:http("PUT", UPDATE_MANY .. "?ids=", { body = { user = { suspended = true } } }).status)
+    for _, q in ipairs{ "?ids=", "?ids", "?external_ids=", "?ids=,,%20" } do
+      assert.equal(400, s:http("PUT", UPDATE_MANY .. q, { body = { user = { suspended = true } } }).status, q)
+    end
     assert.equal(400, s:http("PUT", UPDATE_MANY, { body = { user = { suspended = true } } }).status)
     assert.equal(0, s:stats().jobs)
   end)

@@ -112,7 +112,12 @@ end
 
 local function split(s)
   local out = {}
-  if type(s) == "table" then s = concat(s, ",") end
+  if s == true then return out end -- "?ids" without "=": no value
+  if type(s) == "table" then
+    local parts = {}
+    for _, v in ipairs(s) do if type(v) == "string" then parts[#parts + 1] = v end end
+    s = concat(parts, ",")
+  end
   for v in tostring(s or ""):gmatch("[^,%s]+") do out[#out + 1] = v end
   return out
 end
