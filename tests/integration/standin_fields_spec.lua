@@ -408,6 +408,7 @@ describe("stand-in user fields", function()
         { type = "phone_number", value = "+15551230000" },
         { type = "email", value = "second@user.com" },
         { type = "email", value = "test@user.com" }, -- the same again: stored once
+        { type = "email", value = "SECOND@user.com" },
       } }
       assert.equal(201, res.status, res.body)
       local u = standin.decode(res.body).user
