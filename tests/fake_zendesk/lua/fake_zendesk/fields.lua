@@ -202,12 +202,6 @@ local function has_option(def, v)
   return false
 end
 
-local function option_values(def)
-  local out = {}
-  for i, o in ipairs(def.options or {}) do out[i] = o.value end
-  return concat(out, ", ")
-end
-
 -- Whether s matches the field's Ruby regexp (PCRE with "m": Ruby's ^ and $ are line
 -- anchors; \A \z \Z mean the same in both). An uncompilable pattern checks nothing.
 local function regexp_ok(def, s)
@@ -237,7 +231,7 @@ function _M.literal(def, v)
     if not s then return nil, name .. ": is invalid" end
     if s == "" then return "null" end
     if not has_option(def, s) then
-      return nil, name .. ": " .. s .. " is not a valid option (" .. option_values(def) .. ")"
+      return nil, name .. ": " .. s .. " is not a valid option"
     end
     return str(s)
   elseif t == "multiselect" then
@@ -247,7 +241,7 @@ function _M.literal(def, v)
     for _, o in ipairs(v) do
       if type(o) ~= "string" then return nil, name .. ": is invalid" end
       if not has_option(def, o) then
-        return nil, name .. ": " .. o .. " is not a valid option (" .. option_values(def) .. ")"
+        return nil, name .. ": " .. o .. " is not a valid option"
       end
       if not seen[o] then
         seen[o] = true
