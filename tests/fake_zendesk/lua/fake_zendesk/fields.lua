@@ -254,6 +254,7 @@ function _M.literal(def, v)
       if v ~= floor(v) or v ~= v or v == math.huge or v == -math.huge then
         return nil, name .. ": " .. num(v) .. " is not an integer"
       end
+      if v >= 2^63 or v < -2^63 then return nil, name .. ": " .. num(v) .. " is out of range" end
       return num(v)
     end
     if type(v) == "string" then
