@@ -182,6 +182,11 @@ local function valid_date(s)
   return s:sub(1, 10)
 end
 
+-- The strings Zendesk is seen to take for a checkbox: "1"/"0" on a user field (422 for
+-- "True"/"False": Speedygeek/ZendeskApi_v2#157), lower-case "true"/"false" on a ticket field
+-- (Speedygeek/ZendeskApi_v2#61). Anything else that is not a JSON boolean is refused.
+local CHECKBOX_STRINGS = { ["1"] = true, ["0"] = false, ["true"] = true, ["false"] = false }
+
 local INT64_MAX = "9223372036854775807"
 local INT64_MIN = "9223372036854775808" -- magnitude of the smallest
 
@@ -277,6 +282,7 @@ function _M.literal(def, v)
     if not d then return nil, name .. ": is not a valid date" end
     return str(d)
   elseif t == "checkbox" then
+    if type(v) == "string" and CHECKBOX_STRINGS[v] ~= nil then v = CHECKBOX_STRINGS[v] end
     if type(v) ~= "boolean" then return nil, name .. ": is invalid" end
     return v and "true" or "false"
   elseif t == "lookup" then
