@@ -20,11 +20,12 @@ end
 -- values refused.
 local TEN = {
   { def = { key = "f_text", type = "text" },
-    good = { { "hello", "hello" }, { 42, "42" } }, bad = { true, { 1, 2 } } },
+    good = { { "hello", "hello" }, { 42, "42" }, { standin.null, standin.null } }, bad = { true, { 1, 2 } } },
   { def = { key = "f_area", type = "textarea" },
     good = { { "line 1\nline 2", "line 1\nline 2" } }, bad = { false } },
   { def = { key = "f_check", type = "checkbox" },
-    good = { { true, true }, { false, false }, { "1", true }, { "0", false }, { "true", true }, { "false", false } },
+    good = { { true, true }, { false, false }, { "1", true }, { "0", false }, { "true", true }, { "false", false },
+      { standin.null, false } },
     bad = { "True", "FALSE", "yes", "", 1 } },
   { def = { key = "f_date", type = "date" },
     good = { { "2024-02-29", "2024-02-29" }, { "2024-03-01T10:00:00Z", "2024-03-01" } },

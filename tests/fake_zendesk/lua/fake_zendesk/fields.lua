@@ -220,7 +220,7 @@ end
 -- (Zendesk's form: "<Title>: ...").
 function _M.literal(def, v)
   local t, name = def.type, def.title
-  if v == null then return "null" end
+  if v == null then return t == "checkbox" and "false" or "null" end -- a cleared checkbox is unchecked
   if t == "text" or t == "textarea" then
     local s = scalar_string(v)
     if not s then return nil, name .. ": is invalid" end
