@@ -93,7 +93,7 @@ end
 local function prepare(u, cfg)
   local ch, errs, warn = {}, new_errs(), {}
   for k in pairs(u) do
-    if not WRITABLE[k] then warn[#warn + 1] = "user." .. tostring(k) end
+    if type(k) == "string" and not WRITABLE[k] then warn[#warn + 1] = "user." .. k end
   end
   if u.name ~= nil then
     local s = scalar_string(u.name)
