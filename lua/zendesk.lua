@@ -4,6 +4,7 @@ local core = require "zendesk.core"
 local users = require "zendesk.users"
 local jobs = require "zendesk.jobs"
 local api = require "zendesk.api"
+local fields = require "zendesk.fields"
 
 local error, pairs, pcall, setmetatable, type = error, pairs, pcall, setmetatable, type
 
@@ -44,6 +45,7 @@ function _M.new(opts)
     _core = c,
     sleep = own.sleep or core.sleep,
     now = own.now or core.now,
+    on_event = opts.on_event,   -- also the Lua layer's (zendesk.fields says what it cannot check)
   }, client_mt)
 end
 
@@ -60,6 +62,7 @@ function Client:upsert_user(user, opts)
   check_self(self, "upsert_user")
   users.check_upsert_opts(opts, "upsert_user")
   local ok, err = users.check_upsert_arg(user, "upsert_user")
+  if ok and self._fields then ok, err = fields.check_user(self._fields, user, "user") end
   if not ok then
     return nil, err
   end
@@ -70,6 +73,7 @@ end
 function Client:upsert_users(list)
   check_self(self, "upsert_users")
   local ok, err = users.check_upsert_many_arg(list, "upsert_users")
+  if ok and self._fields then ok, err = fields.check_list(self._fields, list, "users") end
   if not ok then
     return nil, err
   end
@@ -95,6 +99,14 @@ end
 function Client:wait_job(job, opts)
   check_self(self, "wait_job")
   return jobs.wait(self, job, opts)
+end
+
+-- syntax: definitions, err = client:user_fields([{refresh = true} | {definitions = list}])
+-- The account's custom user fields (every page of GET /user_fields), fetched once per client;
+-- from then on upsert_user and upsert_users check user_fields against them before any request.
+function Client:user_fields(opts)
+  check_self(self, "user_fields")
+  return fields.of_client(self, opts)
 end
 
 -- syntax: report, err = client:sync_users(source, opts)
