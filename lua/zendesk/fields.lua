@@ -379,7 +379,8 @@ local CHECKBOX = { ["true"] = true, ["1"] = true, yes = true, ["false"] = false,
 local function to_date(s)
   -- ISO 8601 with a time: the date part (Zendesk stores the day)
   local d = match(s, "^(%d%d%d%d%-%d%d%-%d%d)[T ]%d%d:%d%d") or s
-  if not calendar_date(d) then return nil, "is not a calendar date (YYYY-MM-DD)" end
+  if not find(d, "^%d%d%d%d%-%d%d%-%d%d$") then return nil, "is not a date (YYYY-MM-DD)" end
+  if not calendar_date(d) then return nil, "is not a valid date" end
   return d
 end
 
@@ -409,7 +410,7 @@ function _M.convert(def, v, sep)
     return to_decimal(v)
   elseif t == "checkbox" then
     local b = CHECKBOX[lower(v)]
-    if b == nil then return nil, "is not a checkbox value (true/false, yes/no, 1/0)" end
+    if b == nil then return nil, "is not a boolean (true/false, yes/no, 1/0)" end
     return b
   elseif t == "date" then
     return to_date(v)
