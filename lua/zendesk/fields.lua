@@ -429,7 +429,9 @@ function _M.convert(def, v, sep)
       for i, x in ipairs(list) do
         if not def.values[x] then
           local by_name = def.names[lower(x)]
-          if not by_name then return nil, format("%s is not an option (one of: %s)", show(x), option_list(def)) end
+          if not by_name then
+            return nil, format("has %s, which is not an option (one of: %s)", show(x), option_list(def))
+          end
           list[i] = by_name
         end
       end
