@@ -179,8 +179,9 @@ describe("zendesk-sync with the account's user fields", function()
   end)
 
   it("--empty-cells null clears a field an empty cell would leave alone", function()
-    assert.equal(0, (run({ file("a.csv", "email,name,level,details\nann@example.com,Ann,gold,Tea\n") }, env)))
-    local empty = file("b.csv", "email,name,level,details\nann@example.com,Ann,,\n")
+    assert.equal(0, (run({ file("a.csv", "email,external_id,name,level,details\nann@example.com,hr-1,Ann,gold,Tea\n") },
+                         env)))
+    local empty = file("b.csv", "email,external_id,name,level,details\nann@example.com,,Ann,,\n")
     assert.equal(0, (run({ "--journal", dir .. "/b1.journal", empty }, env)))
     local ann = s:users()[1]
     assert.equal("gold", ann.user_fields.level)
@@ -190,6 +191,6 @@ describe("zendesk-sync with the account's user fields", function()
     ann = s:users()[1]
     assert.equal(standin.decode("null"), ann.user_fields.level)
     assert.equal(standin.decode("null"), ann.details)
-    assert.equal("ann@example.com", ann.email)   -- the match key is never cleared
+    assert.equal("hr-1", ann.external_id)   -- what a row is matched on is never cleared
   end)
 end)
