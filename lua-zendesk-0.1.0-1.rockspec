@@ -30,6 +30,7 @@ build = {
     ["zendesk"] = "lua/zendesk.lua",
     ["zendesk.api"] = "lua/zendesk/api.lua",
     ["zendesk.users"] = "lua/zendesk/users.lua",
+    ["zendesk.fields"] = "lua/zendesk/fields.lua",
     ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
     ["zendesk.sources"] = "lua/zendesk/sources.lua",
     ["zendesk.sync"] = "lua/zendesk/sync.lua",
