@@ -304,10 +304,23 @@ end
 
 -- syntax: ok, err = fields.check_user(schema, user, path)
 -- Checks user.user_fields against the schema (the user is otherwise valid: zendesk.users).
+local function bad_value(S, k, v)
+  local def = S.by_key[k]
+  if not def then return true end
+  if v == null then return false end
+  return not def.active or _M.check_value(def, v) ~= nil
+end
+
 function _M.check_user(S, user, path)
   local uf = type(user) == "table" and user.user_fields
   if type(uf) ~= "table" or uf == null then return true end
-  -- in key order, so that the same bad user gives the same message every time
+  -- most users are fine: one pass without allocating; the message comes from a second pass in
+  -- key order, so that the same bad user gives the same message every time
+  local any = false
+  for k, v in next, uf do
+    if bad_value(S, tostring(k), v) then any = true break end
+  end
+  if not any then return true end
   local keys = {}
   for k in pairs(uf) do keys[#keys + 1] = tostring(k) end
   sort(keys)
