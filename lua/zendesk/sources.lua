@@ -11,9 +11,18 @@
 -- length taken at open), or an iterator function returning user tables (nil ends; nil, err or
 -- an error raised by it is a fatal error of the reader).
 -- opts: format, delimiter (one byte, default ","), tag_separator (default ";"), columns (header
--- -> field spec or false), field_types (user_fields key -> text | integer | decimal | checkbox |
--- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size.
--- name (what messages call the input; default: the path, or "<csv input>" for a handle).
+-- -> field spec or false), field_types (user_fields key -> one of the ten types of
+-- zendesk.fields: text, textarea, checkbox, date, integer, decimal, regexp, dropdown,
+-- multiselect, lookup; a bare header naming a key maps to that user field), decode (function(s)
+-- -> value | nil, err; default zendesk.core.decode), chunk_size, name (what messages call the
+-- input; default: the path, or "<csv input>" for a handle), schema (the account's user fields: a
+-- zendesk.fields schema, or a function answering one | nil, err, called once, only when a header
+-- is no fixed field: a header that is a field's key or title then maps to it, cells are converted
+-- by its definition, and a user_fields.<key> column the account lacks is an UnknownUserField
+-- error), empty_cells ("omit", the default: an empty cell leaves its field out; "null": it
+-- clears it, except email and external_id; tags become []).
+-- A header identities.<type> (email, phone_number, twitter, ...) adds {type =, value =} to the
+-- user's identities for each value of its cell (split on tag_separator).
 -- Misuse raises error(msg, 2); so does a CSV header with an unknown or doubly mapped column.
 -- The errors about an option or the CSV header are tables, so that a caller (the CLI) can word
 -- them in its own terms: {code =, option = (the opts key), message =, ...} (see option_error);
@@ -118,7 +127,8 @@ local CHECKED = {}
 for k in pairs(OPTIONS) do CHECKED[k] = {pass = true} end
 
 -- Errors about an option or the CSV header, with what they are made of: code is one of
--- UnknownColumn {column, index, source}, DuplicateColumn {column, index, other, other_index,
+-- UnknownColumn {column, index, source, near}, UnknownUserField {column, index, key, closest,
+-- source; not a misuse: open answers nil, err}, DuplicateColumn {column, index, other, other_index,
 -- field, source}, ColumnGivenTwice {column}, UnknownField {column, field}, NoFormat {path},
 -- UnknownFormat {value}, BadDelimiter {value}, EmptyTagSeparator, and, as the third value of a
 -- fatal next(), NotAnArray {source, byte, found, suggest = "ndjson"}.
