@@ -225,6 +225,38 @@ describe("sync_users with the account's user fields", function()
     assert.equal(1, count("GET", "/api/v2/user_fields"))
   end)
 
+  it("a resume reads the fields again and types the rest the same way (empty_cells from the journal)", function()
+    local lines = { "email,name,vip,employee_number,level" }
+    for i = 1, 40 do lines[#lines + 1] = ("p%02d@example.com,P%d,%s,%d,%s"):format(i, i, i % 2 == 0 and "yes" or "no",
+      1000 + i, i % 3 == 0 and "" or "Gold Tier") end
+    local p = file("resume.csv", table.concat(lines, "\n") .. "\n")
+    local jpath = dir .. "/resume.journal"
+    local before = {}
+    for i = 1, 40 do before[i] = { email = ("p%02d@example.com"):format(i), name = "P", user_fields = { level = "silver" } } end
+    assert(client:wait_job(assert(client:upsert_users(before)), { timeout = 30 }))
+    s:fault{ path = "/api/v2/users/create_or_update_many", status = 403, after = 2, count = 1000 }
+    local fields_client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN }
+    local report, err = fields_client:sync_users(p, { journal = jpath, batch_size = 10, max_jobs = 1, poll_interval = 0,
+                                                      empty_cells = "null" })
+    fields_client:close()
+    assert.is_nil(report)
+    assert.equal("auth", err.kind)
+    s:clear_faults()
+    local fresh = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN }
+    report = assert(fresh:sync_users(nil, { journal = jpath, resume = true, poll_interval = 0 }))
+    fresh:close()
+    assert.equal(40, report.total)
+    assert.equal(0, report.invalid)
+    assert.equal(2, count("GET", "/api/v2/user_fields"))   -- once a run
+    local users = by_email()
+    for i = 1, 40 do
+      local u = users[("p%02d@example.com"):format(i)]
+      assert.equal(i % 2 == 0, u.user_fields.vip, i)
+      assert.equal(1000 + i, u.user_fields.employee_number)
+      assert.equal(i % 3 == 0 and zendesk.null or "gold", u.user_fields.level)
+    end
+  end)
+
   it("opts.field_types types a column without the account; with it, the account still checks", function()
     local p = file("typed.csv", "email,level,employee_number,skills\nann@example.com,anything,12,a;b\n")
     local types = { level = "dropdown", employee_number = "integer", skills = "multiselect" }
