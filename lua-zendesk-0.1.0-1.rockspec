@@ -29,6 +29,8 @@ build = {
     },
     ["zendesk"] = "lua/zendesk.lua",
     ["zendesk.api"] = "lua/zendesk/api.lua",
+    ["zendesk.methods"] = "lua/zendesk/methods.lua",
+    ["zendesk.options"] = "lua/zendesk/options.lua",
     ["zendesk.users"] = "lua/zendesk/users.lua",
     ["zendesk.fields"] = "lua/zendesk/fields.lua",
     ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
@@ -43,6 +45,7 @@ build = {
     ["zendesk.report"] = "lua/zendesk/report.lua",
     ["zendesk.nginx"] = "lua/zendesk/nginx.lua",
     ["zendesk.nginx_thread"] = "lua/zendesk/nginx_thread.lua",
+    ["zendesk.budget"] = "lua/zendesk/budget.lua",
   },
   install = {
     bin = { ["zendesk-sync"] = "bin/zendesk-sync" },

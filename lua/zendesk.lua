@@ -1,12 +1,15 @@
--- zendesk: the public Lua API. A thin layer over the C core (zendesk.core): it checks
--- users before any I/O, waits for bulk jobs and drives syncs; the core does the HTTP.
+-- zendesk: the public Lua API. A thin layer over the C core (zendesk.core): its methods come from
+-- the one table of zendesk.methods (arguments and users checked before any I/O) and call
+-- zendesk.api with the client's core; it waits for bulk jobs (zendesk.jobs) and drives syncs
+-- (zendesk.sync); the core does the HTTP. lua/zendesk/README.md draws the whole layer.
 local core = require "zendesk.core"
 local users = require "zendesk.users"
-local jobs = require "zendesk.jobs"
 local api = require "zendesk.api"
+local methods = require "zendesk.methods"
+local options = require "zendesk.options"
 local fields = require "zendesk.fields"
 
-local error, pairs, pcall, setmetatable, type = error, pairs, pcall, setmetatable, type
+local error, getmetatable, pcall, setmetatable, type = error, getmetatable, pcall, setmetatable, type
 
 local _M = {
   _VERSION = core.version,
@@ -20,23 +23,16 @@ local _M = {
 local Client = {}
 local client_mt = { __index = Client, __name = "zendesk.client" }
 
--- Options the Lua layer keeps for itself; every other option is the core's to check.
-local LUA_OPTIONS = { sleep = true, now = true }
+-- Options the Lua layer keeps for itself; every other option is the core's to check (in its own
+-- words, the same as options.check's: "zendesk.new: unknown option 'k'").
+local OPTIONS = { sleep = "function", now = "function" }
 
 -- syntax: client = zendesk.new(opts)
 function _M.new(opts)
   if type(opts) ~= "table" then
     error("zendesk.new: options must be a table", 2)
   end
-  local core_opts, own = {}, {}
-  for k, v in pairs(opts) do
-    if LUA_OPTIONS[k] then own[k] = v else core_opts[k] = v end
-  end
-  for k, v in pairs(own) do
-    if type(v) ~= "function" then
-      error("zendesk.new: option '" .. k .. "' must be a function", 2)
-    end
-  end
+  local own, core_opts = options.split(OPTIONS, opts, "zendesk.new")
   local ok, c = pcall(core.new, core_opts)
   if not ok then
     error(c, 2)
@@ -55,51 +51,33 @@ local function check_self(self, method)
   end
 end
 
--- syntax: user, meta = client:upsert_user(user [, {fields = {"id", ...}}])
--- With fields, the user comes back with only those fields: the rest of the answer is checked
--- but not turned into Lua values, which makes a hot path (a sign-up hook) cheaper.
-function Client:upsert_user(user, opts)
-  check_self(self, "upsert_user")
-  users.check_upsert_opts(opts, "upsert_user")
-  local ok, err = users.check_upsert_arg(user, "upsert_user")
-  if ok and self._fields then ok, err = fields.check_user(self._fields, user, "user") end
-  if not ok then
-    return nil, err
+-- upsert_user, upsert_users, job_status, job_statuses, request, wait_job: zendesk.methods (their
+-- syntax and argument checks), each calling zendesk.api with this client's core.
+-- With upsert_user's fields, the user comes back with only those fields: the rest of the answer is
+-- checked but not turned into Lua values, which makes a hot path (a sign-up hook) cheaper.
+-- Once the client has the account's user fields (client:user_fields), upsert_user and upsert_users
+-- also check user_fields against them, after the methods' own checks and before any request.
+local FIELD_CHECKS = {
+  upsert_user = function(schema, user) return fields.check_user(schema, user, "user") end,
+  upsert_users = function(schema, list) return fields.check_list(schema, list, "users") end,
+}
+methods.build(Client, check_self, function(m)
+  local call = api[m.api]
+  local check_fields = FIELD_CHECKS[m.name]
+  if check_fields then
+    return function(self, a, b, c)
+      local schema = self._fields
+      if schema then
+        local ok, err = check_fields(schema, a)
+        if not ok then return nil, err end
+      end
+      return call(self._core, a, b, c)
+    end
   end
-  return api.upsert_user(self._core, user, opts)
-end
-
--- syntax: job_status, meta = client:upsert_users(list)   (1 to 100 users)
-function Client:upsert_users(list)
-  check_self(self, "upsert_users")
-  local ok, err = users.check_upsert_many_arg(list, "upsert_users")
-  if ok and self._fields then ok, err = fields.check_list(self._fields, list, "users") end
-  if not ok then
-    return nil, err
+  return function(self, a, b, c)
+    return call(self._core, a, b, c)
   end
-  return api.upsert_users(self._core, list)
-end
-
--- syntax: job_status, meta = client:job_status(id_or_job)
-function Client:job_status(id)
-  check_self(self, "job_status")
-  return api.job_status(self._core, jobs.id_of(id, 2))
-end
-
--- syntax: job_statuses, meta = client:job_statuses(ids)
-function Client:job_statuses(ids)
-  check_self(self, "job_statuses")
-  if type(ids) ~= "table" then
-    error("job_statuses: argument 'ids' must be an array of job ids", 2)
-  end
-  return api.job_statuses(self._core, ids)
-end
-
--- syntax: job_status, meta = client:wait_job(id_or_job, {timeout =, on_progress =})
-function Client:wait_job(job, opts)
-  check_self(self, "wait_job")
-  return jobs.wait(self, job, opts)
-end
+end)
 
 -- syntax: definitions, err = client:user_fields([{refresh = true} | {definitions = list}])
 -- The account's custom user fields (every page of GET /user_fields), fetched once per client;
@@ -110,15 +88,10 @@ function Client:user_fields(opts)
 end
 
 -- syntax: report, err = client:sync_users(source, opts)
+-- (this client's only: a sync holds its thread for minutes, which an nginx worker must not)
 function Client:sync_users(source, opts)
   check_self(self, "sync_users")
   return require("zendesk.sync").run(self, source, opts)
-end
-
--- syntax: body, meta = client:request(method, path, body)
-function Client:request(method, path, body)
-  check_self(self, "request")
-  return api.request(self._core, method, path, body)
 end
 
 -- syntax: ok = client:is_open()

@@ -2,6 +2,7 @@
 -- about to finish, rarer when it sits queued), tolerates the 404 of a job too fresh to be
 -- visible, and turns failed/killed jobs into errors that carry the job.
 local core = require "zendesk.core"
+local options = require "zendesk.options"
 
 local error, type, tostring = error, type, tostring
 local max, min = math.max, math.min
@@ -26,12 +27,18 @@ local function next_interval(job, rate, interval, lo, hi)
   return min(hi, interval * 1.5)
 end
 
--- syntax: job, meta = zendesk.jobs.wait(client, job, {timeout = 600, on_progress = fn, interval = 0.5,
+local NONNEG = { type = "number", min = 0 }
+local OPTIONS = {
+  timeout = NONNEG, interval = NONNEG, max_interval = NONNEG, not_found_grace = NONNEG,
+  on_progress = "function",
+}
+
+-- syntax: job, meta = zendesk.jobs.wait(client, job, {timeout = 600, on_progress = fn, interval = 0.25,
 --                                                     max_interval = 10, not_found_grace = 30})
+-- client: anything with the client's methods job_status and is_open, and its clock (now, sleep).
 function _M.wait(client, job, opts)
   local id = _M.id_of(job, 2)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("wait_job: argument 'opts' must be a table", 2) end
+  opts = options.check(OPTIONS, opts, "wait_job")
   local timeout = opts.timeout or 600
   local lo = opts.interval or 0.25
   local hi = opts.max_interval or 10

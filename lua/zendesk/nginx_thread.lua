@@ -1,33 +1,33 @@
 -- zendesk.nginx_thread: the half of zendesk.nginx that runs in nginx's thread pool (through
 -- ngx.run_worker_thread), where the C core may block on libcurl without stalling the event loop.
--- It keeps one client per configuration in this thread VM, so its kept-alive connection is
--- reused by later calls, and publishes rotated OAuth tokens in the lua_shared_dict the moment
--- they arrive, because Zendesk deletes the old pair at once and every other thread needs the new.
+-- It calls the core directly, through zendesk.api, the method named in zendesk.methods's table:
+-- the worker has checked the arguments already, so nothing is validated again here. It keeps one
+-- core handle per configuration in this thread VM, so its kept-alive connection is reused by
+-- later calls, and publishes rotated OAuth tokens in the lua_shared_dict the moment they arrive,
+-- because Zendesk deletes the old pair at once and every other thread needs the new.
 -- Only plain data crosses back to the worker: one table holding the value, its meta or the
 -- error, the events to replay and the rotated pair for the caller's on_refresh.
 -- Each crossing is a deep copy (ngx_http_lua_xcopy), so the worker sends the configuration only
--- when this VM asks for it (it keeps it with the client) and may ask for only some user fields.
+-- when this VM asks for it (it keeps it with the core) and may ask for only some user fields.
 -- luacheck: read globals ngx
-local zendesk = require "zendesk"
 local core = require "zendesk.core"
+local api = require "zendesk.api"
+local methods = require "zendesk.methods"
 
 local next, pairs, pcall, error, tonumber, tostring = next, pairs, pcall, error, tonumber, tostring
-local is_error = zendesk.is_error
+local is_error = core.is_error
 
-local _M = { _VERSION = zendesk._VERSION }
+local _M = { _VERSION = core.version }
 
-local METHODS = {
-  upsert_user = true, upsert_users = true, job_status = true, job_statuses = true, request = true,
-}
--- Configurations a thread VM keeps clients for; an application with more (one per tenant)
+-- Configurations a thread VM keeps core handles for; an application with more (one per tenant)
 -- drops the least recently used rather than growing without bound.
-local MAX_CLIENTS = 16
+local MAX_CORES = 16
 
-local clients, count, tick = {}, 0, 0
+local cores, count, tick = {}, 0, 0
 local pending   -- what the hooks of the call in progress collect
 
--- The answer to a call without cfg for a configuration this VM has no client for (its first
--- call, or the client was evicted): nothing was sent, the worker calls again with cfg.
+-- The answer to a call without cfg for a configuration this VM has no core for (its first
+-- call, or its core was evicted): nothing was sent, the worker calls again with cfg.
 local NEED_CFG = { need_cfg = true }
 
 -- The newest token pair of a configuration: generation, access token, refresh token.
@@ -46,14 +46,18 @@ local function publish(dict, key, access, refresh)
   return gen or 0
 end
 
+local function drop(key)
+  cores[key].core:close()
+  cores[key] = nil
+  count = count - 1
+end
+
 local function evict()
   local oldest, at
-  for k, e in pairs(clients) do
+  for k, e in pairs(cores) do
     if not at or e.used < at then oldest, at = k, e.used end
   end
-  clients[oldest].client:close()
-  clients[oldest] = nil
-  count = count - 1
+  drop(oldest)
 end
 
 local function build(key, cfg, dict)
@@ -79,22 +83,16 @@ local function build(key, cfg, dict)
     end
     opts.oauth = o
   end
-  entry.client = zendesk.new(opts)
-  if count >= MAX_CLIENTS then evict() end
-  clients[key] = entry
+  entry.core = core.new(opts)
+  if count >= MAX_CORES then evict() end
+  cores[key] = entry
   count = count + 1
   return entry
 end
 
-local function drop(key)
-  clients[key].client:close()
-  clients[key] = nil
-  count = count - 1
-end
-
--- The cached client for key, rebuilt when another thread has rotated the tokens since.
-local function client_for(key, cfg, dict)
-  local entry = clients[key]
+-- The cached core for key, rebuilt when another thread has rotated the tokens since.
+local function core_for(key, cfg, dict)
+  local entry = cores[key]
   if entry and cfg.oauth then
     local gen, access = shared_tokens(dict, key)
     if gen > entry.gen then
@@ -114,22 +112,23 @@ end
 
 -- syntax: out = call(key, cfg, dict_name, method, a, b, c)
 -- out = {value =, meta =} or {err =}, plus events = {...} and rotated = {...} when there were any;
--- {need_cfg = true} when cfg is nil and this VM has no client for key. For upsert_user, b is nil
--- or the array of the user fields to return.
+-- {need_cfg = true} when cfg is nil and this VM has no core for key. method is a name of
+-- zendesk.methods's table and a, b, c its arguments as they cross (its wire: for upsert_user, b
+-- is nil or the array of the user fields to return).
 function _M.call(key, cfg, dict_name, method, a, b, c)
-  if not METHODS[method] then
+  local m = methods.get(method)
+  local fn = m and m.api and api[m.api]
+  if not fn then
     error("zendesk.nginx_thread: unknown method '" .. tostring(method) .. "'", 2)
   end
-  local entry = clients[key]
+  local entry = cores[key]
   if not entry and not cfg then return NEED_CFG end
   cfg = cfg or entry.cfg
-  if method == "upsert_user" and b then
-    b = { fields = b }   -- the core decodes only these fields of the answer
-  end
+  if m.unwire then a, b, c = m.unwire(a, b, c) end
   local dict = ngx.shared[dict_name]
   pending = { events = {} }
-  entry = client_for(key, cfg, dict)
-  local ok, value, meta = pcall(entry.client[method], entry.client, a, b, c)
+  entry = core_for(key, cfg, dict)
+  local ok, value, meta = pcall(fn, entry.core, a, b, c)
   if ok and value == nil and cfg.oauth and is_error(meta) and meta.status == 401 and not pending.rotated then
     -- another thread may have spent the refresh token we held: its new pair is published the
     -- moment its refresh answers, which can be a moment after ours failed
@@ -140,8 +139,8 @@ function _M.call(key, cfg, dict_name, method, a, b, c)
       gen = shared_tokens(dict, key)
     end
     if gen > entry.gen then
-      entry = client_for(key, cfg, dict)
-      ok, value, meta = pcall(entry.client[method], entry.client, a, b, c)
+      entry = core_for(key, cfg, dict)
+      ok, value, meta = pcall(fn, entry.core, a, b, c)
     end
   end
   local out = pending

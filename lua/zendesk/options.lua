@@ -5,6 +5,7 @@
 --   "<where>: option '<key>' must be a <type>, got <type>"
 --   "<where>: option '<key>' must be an integer from <lo> to <hi>"
 --   "<where>: option '<key>' must be a non-negative number"
+--   "<where>: option '<key>' must be a number at least <lo> | at most <hi> | from <lo> to <hi>, got <v>"
 -- A schema maps each key to a spec: a Lua type name ("string", "table", ...), or a table
 -- { type = "integer" | "number" | <type name>, min =, max =, pass = true (left to another checker,
 -- such as the C core's for zendesk.new) }.
@@ -42,8 +43,10 @@ local function check_one(where, k, v, spec, level)
       error(format("%s: option '%s' must be a non-negative number", where, k), level)
     end
     if v ~= v or (spec.min and v < spec.min) or (spec.max and v > spec.max) then
-      error(format("%s: option '%s' must be a number from %s to %s", where, k, tostring(spec.min or -huge),
-        tostring(spec.max or huge)), level)
+      local lo, hi = spec.min, spec.max
+      local range = lo and hi and format("from %g to %g", lo, hi) or lo and format("at least %g", lo)
+        or hi and format("at most %g", hi) or "(not NaN)"
+      error(format("%s: option '%s' must be a number %s, got %s", where, k, range, tostring(v)), level)
     end
   elseif type(v) ~= want then
     error(format("%s: option '%s' must be %s, got %s", where, k, article(want), type(v)), level)
@@ -68,6 +71,25 @@ function _M.check(schema, opts, where, level)
     check_one(where, k, v, spec, level + 1)
   end
   return opts
+end
+
+-- syntax: own, rest = options.split(schema, opts, where [, level])
+-- For a module that hands the options it does not know to another checker (zendesk.new to the C
+-- core, which refuses an unknown key in the same words): the keys of schema are checked as check
+-- does and returned in own; every other key goes to rest, unchecked. opts must be a table.
+function _M.split(schema, opts, where, level)
+  level = level or 3
+  local own, rest = {}, {}
+  for k, v in pairs(opts) do
+    local spec = type(k) == "string" and schema[k] or nil
+    if spec == nil then
+      rest[k] = v
+    else
+      check_one(where, k, v, spec, level + 1)
+      own[k] = v
+    end
+  end
+  return own, rest
 end
 
 return _M

@@ -39,7 +39,7 @@ local PROBE_EVERY = 10
 
 local NONNEG = { type = "number", min = 0 }
 local OPTIONS = {
-  batch_size = { type = "integer", min = 1, max = 100 },
+  batch_size = { type = "integer", min = 1, max = api.MAX_USERS },
   -- one request_many round carries a POST per free slot and the poll: the core runs 64 at most
   max_jobs = { type = "integer", min = 1, max = 60 },
   journal = "string", resume = "boolean",

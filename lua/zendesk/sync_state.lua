@@ -5,6 +5,7 @@
 -- syntax: local Sync = require "zendesk.sync_state"
 local core = require "zendesk.core"
 local journal = require "zendesk.journal"
+local api = require "zendesk.api"
 
 local type, tostring, pcall, setmetatable, max, min = type, tostring, pcall, setmetatable, math.max, math.min
 local os_time = os.time
@@ -22,7 +23,7 @@ function Sync.new(client, opts, dry)
   local now = client and client.now or core.now
   local S = setmetatable({
     client = client, core = client and client._core, now = now, sleep = client and client.sleep or core.sleep,
-    dry_run = dry, batch_size = opts.batch_size or 100, max_jobs = opts.max_jobs or 30,
+    dry_run = dry, batch_size = opts.batch_size or api.MAX_USERS, max_jobs = opts.max_jobs or 30,
     filter = opts.filter, on_row = opts.on_row, on_progress = opts.on_progress,
     rows = opts.collect_rows and {} or nil,   -- 100,000 outcomes are ~60 MB: only when asked
     counts = {}, total = 0, total_at_start = 0, read = 0, submitted = 0, jobs = 0, resubmitted = 0,

@@ -282,49 +282,52 @@ function _M.validate(user, path)
   return true
 end
 
--- The checks every client flavour (zendesk, zendesk.nginx) makes before a single upsert:
--- misuse raises at the caller of the method; a bad user returns nil, err.
-function _M.check_upsert_arg(user, method)
+-- The argument checks of the upsert methods (zendesk.methods builds both clients' methods on
+-- them): misuse raises at `level` (default 3, the caller of the function that called this one;
+-- zendesk.methods passes 4, the caller of the method); a bad user returns nil, err.
+
+-- upsert_user's user and options ({fields = {"id", ...}}, or nil)
+function _M.check_upsert_arg(user, opts, method, level)
+  level = level or 3
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(method .. ": argument 'opts' must be a table, got " .. type(opts), level)
+    end
+    for k in pairs(opts) do
+      if k ~= "fields" then
+        error(method .. ": unknown option '" .. tostring(k) .. "' (upsert_user takes fields)", level)
+      end
+    end
+    local f = opts.fields
+    if f ~= nil then
+      if type(f) ~= "table" or #f < 1 or #f > 64 then
+        error(method .. ": option 'fields' must be an array of 1 to 64 user field names", level)
+      end
+      for i = 1, #f do
+        if type(f[i]) ~= "string" or f[i] == "" then
+          error(method .. ": option 'fields': element " .. i .. " must be a field name, got " .. show(f[i]), level)
+        end
+      end
+    end
+  end
   if type(user) ~= "table" then
-    error(method .. ": argument 'user' must be a table, got " .. type(user), 3)
+    error(method .. ": argument 'user' must be a table, got " .. type(user), level)
   end
   return _M.validate(user, "user")
 end
 
--- upsert_user's options ({fields = {"id", ...}}, or nil): misuse raises at the caller.
-function _M.check_upsert_opts(opts, method)
-  if opts == nil then return end
-  if type(opts) ~= "table" then
-    error(method .. ": argument 'opts' must be a table, got " .. type(opts), 3)
-  end
-  for k in pairs(opts) do
-    if k ~= "fields" then
-      error(method .. ": unknown option '" .. tostring(k) .. "' (upsert_user takes fields)", 3)
-    end
-  end
-  local f = opts.fields
-  if f == nil then return end
-  if type(f) ~= "table" or #f < 1 or #f > 64 then
-    error(method .. ": option 'fields' must be an array of 1 to 64 user field names", 3)
-  end
-  for i = 1, #f do
-    if type(f[i]) ~= "string" or f[i] == "" then
-      error(method .. ": option 'fields': element " .. i .. " must be a field name, got " .. show(f[i]), 3)
-    end
-  end
-end
-
--- The same before a bulk upsert of 1 to 100 users.
-function _M.check_upsert_many_arg(list, method)
+-- The same before a bulk upsert of 1 to max users.
+function _M.check_upsert_many_arg(list, max, method, level)
+  level = level or 3
   if type(list) ~= "table" then
-    error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), 3)
+    error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), level)
   end
   if disguised(list) then
     return nil, core.error{ kind = "validation", path = "users", message = "users: " .. DISGUISED }
   end
   local n = #list
-  if n < 1 or n > 100 then
-    error(method .. ": expected 1 to 100 users, got " .. n, 3)
+  if n < 1 or n > max then
+    error(method .. ": expected 1 to " .. max .. " users, got " .. n, level)
   end
   return _M.validate_list(list, "users")
 end

@@ -5,21 +5,7 @@
 local standin = require "support.standin"
 
 -- enough of a lua_shared_dict for the thread module
-local function new_dict()
-  local data = {}
-  return {
-    get = function(_, k) return data[k] end,
-    set = function(_, k, v) data[k] = v return true end,
-    incr = function(_, k, by, init)
-      if data[k] == nil then
-        if init == nil then return nil, "not found" end
-        data[k] = init
-      end
-      data[k] = data[k] + by
-      return data[k]
-    end,
-  }
-end
+local new_dict = require("support.fake_ngx").new_dict
 
 describe("zendesk.nginx_thread", function()
   local s, thread, dict

@@ -240,6 +240,29 @@ describe("sync_users", function()
     end
   end)
 
+  it("names each row's email and external_id as the input wrote them, whatever Zendesk's answer holds", function()
+    s:fault{ job = "killed", count = 2 }
+    local rows = {
+      { email = "K1@example.com", external_id = "EXT-K1", name = "K1" },
+      { external_id = "ext-k2", name = "K2" },
+    }
+    local report = assert(client:sync_users(rows, { batch_size = 2, collect_rows = true }))
+    local r = by_row(report)
+    -- a killed job has no per-row results: only the input can name the rows
+    assert.equal("failed", r[1].outcome)
+    assert.equal("K1@example.com", r[1].email)
+    assert.equal("EXT-K1", r[1].external_id)
+    assert.equal("ext-k2", r[2].external_id)
+    assert.is_nil(r[2].email)
+    -- Zendesk answers the stored (lower-case) address; the report keeps the row's own spelling
+    s:reset()
+    s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+    assert(client:upsert_user{ email = "case@example.com", name = "Case" })
+    report = assert(client:sync_users({ { email = "CASE@Example.com", name = "Case 2" } }, { collect_rows = true }))
+    assert.equal("updated", report.rows[1].outcome)
+    assert.equal("CASE@Example.com", report.rows[1].email)
+  end)
+
   it("resubmits the rows of a job that expired before its results were read", function()
     s:config{ job_expiry_s = 0 }
     local report = assert(client:sync_users({ { email = "gone@example.com", name = "Gone" } },
