@@ -124,7 +124,13 @@ function _M.schema(list)
     if type(f) ~= "table" then bad_def(i, "expected a table, got " .. type(f)) end
     local key, t = f.key, f.type or "text"
     if type(key) ~= "string" or key == "" then bad_def(i, "key must be a non-empty string") end
-    if not _M.TYPES[t] then bad_def(i, format("%s: unknown type %s (%s)", key, tostring(t), _M.TYPE_LIST)) end
+    if type(t) ~= "string" then bad_def(i, key .. ": type must be a string, got " .. type(t)) end
+    if not _M.TYPES[t] then
+      -- a type newer than this module: its values go to Zendesk unchecked, cells as text
+      S.notes[#S.notes + 1] = { field = key, message = format(
+        "user field %s: type '%s' is not one this client knows (%s): Zendesk checks its values", key, t,
+        _M.TYPE_LIST) }
+    end
     if S.by_key[key] then bad_def(i, "key '" .. key .. "' is defined twice") end
     local def = { key = key, type = t, id = f.id, active = f.active ~= false,
                   title = type(f.title) == "string" and f.title or key }

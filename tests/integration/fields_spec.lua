@@ -179,6 +179,7 @@ describe("client:user_fields", function()
     assert.equal(401, err.status)
     bad:close()
     assert.has_error(function() client:user_fields{ refesh = true } end, "user_fields: unknown option 'refesh'")
-    assert.has_error(function() client:user_fields{ definitions = { { key = "x", type = "colour" } } } end)
+    assert.has_error(function() client:user_fields{ definitions = { "x" } } end,
+      "user_fields: option 'definitions': user field definition 1: expected a table, got string")
   end)
 end)

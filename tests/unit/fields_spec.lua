@@ -58,12 +58,23 @@ describe("zendesk.fields", function()
     end)
 
     it("refuses what is not a field definition, naming it", function()
-      assert.has_error(function() fields.schema{ { key = "x", type = "colour" } } end,
-        "user field definition 1: x: unknown type colour (" .. fields.TYPE_LIST .. ")")
+      assert.has_error(function() fields.schema{ { key = "x", type = 3 } } end,
+        "user field definition 1: x: type must be a string, got number")
       assert.has_error(function() fields.schema{ { key = "x" }, { key = "x" } } end,
         "user field definition 2: key 'x' is defined twice")
       assert.has_error(function() fields.schema{ { type = "text" } } end,
         "user field definition 1: key must be a non-empty string")
+    end)
+
+    it("leaves a type newer than it knows to Zendesk, and says so", function()
+      local s2 = fields.schema{ { key = "card", type = "partialcreditcard", title = "Card" }, { key = "vip", type = "checkbox" } }
+      assert.equal(1, #s2.notes)
+      assert.equal("card", s2.notes[1].field)
+      assert.matches("type 'partialcreditcard' is not one this client knows", s2.notes[1].message)
+      assert.is_true(fields.check_user(s2, { user_fields = { card = "XXXX1234" } }, "user"))
+      assert.equal("XXXX1234", fields.convert(s2.by_key.card, "XXXX1234"))
+      assert.equal("card", fields.lookup(s2, "Card").key)
+      assert.is_nil(fields.check_user(s2, { user_fields = { vip = "x" } }, "user"))
     end)
 
     it("names the closest keys of a name it does not know", function()
