@@ -178,6 +178,18 @@ describe("zendesk-sync with the account's user fields", function()
     assert.equal(0, #s:users())
   end)
 
+  it("says once which field's values it leaves to Zendesk", function()
+    s:config{ user_fields = { { key = "vip", type = "checkbox" },
+                              { key = "code", type = "regexp", regexp = "\\A\\p{NoSuchProperty}+\\z" } } }
+    local input = file("codes.csv", "email,vip,code\nann@example.com,yes,anything\nbob@example.com,no,else\n")
+    local code, out, err = run({ "--dry-run", input }, env)
+    assert.equal(0, code, out .. err)
+    local _, n = err:gsub("zendesk%-sync: user field code: its validation regexp [^\n]* cannot be compiled here "
+                          .. "%([^\n]*%): Zendesk checks its values\n", "")
+    assert.equal(1, n, err)
+    assert.matches('row 1: would send {[^\n]*"code":"anything"', out)
+  end)
+
   it("--empty-cells null clears a field an empty cell would leave alone", function()
     assert.equal(0, (run({ file("a.csv", "email,external_id,name,level,details\nann@example.com,hr-1,Ann,gold,Tea\n") },
                          env)))
