@@ -182,6 +182,11 @@ local function valid_date(s)
   return s:sub(1, 10)
 end
 
+-- The strings Zendesk is seen to take for a checkbox: "1"/"0" on a user field (422 for
+-- "True"/"False": Speedygeek/ZendeskApi_v2#157), lower-case "true"/"false" on a ticket field
+-- (Speedygeek/ZendeskApi_v2#61). Anything else that is not a JSON boolean is refused.
+local CHECKBOX_STRINGS = { ["1"] = true, ["0"] = false, ["true"] = true, ["false"] = false }
+
 local INT64_MAX = "9223372036854775807"
 local INT64_MIN = "9223372036854775808" -- magnitude of the smallest
 
@@ -202,12 +207,6 @@ local function has_option(def, v)
   return false
 end
 
-local function option_values(def)
-  local out = {}
-  for i, o in ipairs(def.options or {}) do out[i] = o.value end
-  return concat(out, ", ")
-end
-
 -- Whether s matches the field's Ruby regexp (PCRE with "m": Ruby's ^ and $ are line
 -- anchors; \A \z \Z mean the same in both). An uncompilable pattern checks nothing.
 local function regexp_ok(def, s)
@@ -221,7 +220,7 @@ end
 -- (Zendesk's form: "<Title>: ...").
 function _M.literal(def, v)
   local t, name = def.type, def.title
-  if v == null then return "null" end
+  if v == null then return t == "checkbox" and "false" or "null" end -- a cleared checkbox is unchecked
   if t == "text" or t == "textarea" then
     local s = scalar_string(v)
     if not s then return nil, name .. ": is invalid" end
@@ -237,7 +236,7 @@ function _M.literal(def, v)
     if not s then return nil, name .. ": is invalid" end
     if s == "" then return "null" end
     if not has_option(def, s) then
-      return nil, name .. ": " .. s .. " is not a valid option (" .. option_values(def) .. ")"
+      return nil, name .. ": " .. s .. " is not a valid option"
     end
     return str(s)
   elseif t == "multiselect" then
@@ -247,7 +246,7 @@ function _M.literal(def, v)
     for _, o in ipairs(v) do
       if type(o) ~= "string" then return nil, name .. ": is invalid" end
       if not has_option(def, o) then
-        return nil, name .. ": " .. o .. " is not a valid option (" .. option_values(def) .. ")"
+        return nil, name .. ": " .. o .. " is not a valid option"
       end
       if not seen[o] then
         seen[o] = true
@@ -260,6 +259,7 @@ function _M.literal(def, v)
       if v ~= floor(v) or v ~= v or v == math.huge or v == -math.huge then
         return nil, name .. ": " .. num(v) .. " is not an integer"
       end
+      if v >= 2^63 or v < -2^63 then return nil, name .. ": " .. num(v) .. " is out of range" end
       return num(v)
     end
     if type(v) == "string" then
@@ -282,6 +282,7 @@ function _M.literal(def, v)
     if not d then return nil, name .. ": is not a valid date" end
     return str(d)
   elseif t == "checkbox" then
+    if type(v) == "string" and CHECKBOX_STRINGS[v] ~= nil then v = CHECKBOX_STRINGS[v] end
     if type(v) ~= "boolean" then return nil, name .. ": is invalid" end
     return v and "true" or "false"
   elseif t == "lookup" then

@@ -93,7 +93,7 @@ end
 local function prepare(u, cfg)
   local ch, errs, warn = {}, new_errs(), {}
   for k in pairs(u) do
-    if not WRITABLE[k] then warn[#warn + 1] = "user." .. tostring(k) end
+    if type(k) == "string" and not WRITABLE[k] then warn[#warn + 1] = "user." .. k end
   end
   if u.name ~= nil then
     local s = scalar_string(u.name)
@@ -212,34 +212,36 @@ local function prepare(u, cfg)
     for l, i in pairs(LOCALES) do if i == u.locale_id then ch.locale = l end end
   end
   if u.identities ~= nil and u.identities ~= null then
-    local idents, seen = {}, {}
     local list = u.identities
     if type(list) ~= "table" then
       add_err(errs, "identities", "Identities: is invalid", "InvalidValue")
       list = {}
     end
+    local idents, seen = {}, {}
     for _, it in ipairs(list) do
-      local v = type(it) == "table" and scalar_string(it.value)
-      if type(it) ~= "table" or type(it.type) ~= "string" then
+      local typ = type(it) == "table" and it.type or nil
+      local v = type(it) == "table" and scalar_string(it.value) or nil
+      if type(typ) ~= "string" then
         add_err(errs, "identities", "Identities: is invalid", "InvalidValue")
-      elseif not IDENTITY_TYPES[it.type] then
-        add_err(errs, "identities", "Identities: " .. it.type .. " is not a valid identity type", "InvalidValue")
-      elseif it.type == "email" then
-        if not is_email(v) then
-          add_err(errs, "email", "Email: " .. tostring(v) .. " is not properly formatted")
-        else
+        v = nil
+      elseif not IDENTITY_TYPES[typ] then
+        add_err(errs, "identities", "Identities: " .. typ .. " is not a valid identity type", "InvalidValue")
+        v = nil
+      elseif typ == "email" then
+        if is_email(v) then
           v = lower(v)
+        else
+          add_err(errs, "email", "Email: " .. tostring(v) .. " is not properly formatted")
+          v = nil
         end
       elseif not v or not v:find("%S") then
-        add_err(errs, "identities", "Identities: the " .. it.type .. " value is blank", "BlankValue")
+        add_err(errs, "identities", "Identities: the " .. typ .. " value is blank", "BlankValue")
         v = nil
       end
-      if v and IDENTITY_TYPES[it.type] and (it.type ~= "email" or is_email(v)) then
-        local key = it.type .. "\0" .. v
-        if not seen[key] then
-          seen[key] = true
-          idents[#idents + 1] = { type = it.type, value = v }
-        end
+      local key = v and typ .. "\0" .. v
+      if key and not seen[key] then -- a repeated type+value is stored once
+        seen[key] = true
+        idents[#idents + 1] = { type = typ, value = v }
       end
     end
     ch.identities = idents
