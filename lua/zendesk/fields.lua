@@ -244,6 +244,8 @@ end
 -- Zendesk's integer fields hold a signed 64-bit integer; a double is exact only below 2^53
 local INT_MAX = tointeger and 2 ^ 63 or 2 ^ 53
 
+local CHECKBOX_STRINGS = { ["true"] = true, ["false"] = true, ["1"] = true, ["0"] = true }
+
 local function option_list(def)
   local o = def.options
   if #o == 0 then return "(the field has no options)" end
@@ -256,35 +258,81 @@ local function regexp_ok(def, v)
   return def.re:exec(v) ~= nil
 end
 
+local MAX_EXACT = 2 ^ 53
+
+local function to_integer(s)
+  if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
+  local n = tonumber(s)
+  if tointeger then
+    n = tointeger(n)
+    if not n then return nil, "is out of the 64-bit integer range" end
+  elseif n >= MAX_EXACT or n <= -MAX_EXACT then
+    return nil, "is too large to be exact under LuaJIT (2^53 or more)"
+  end
+  return n
+end
+
+local function to_decimal(s)
+  local mant, exp = match(s, "^[+-]?([%d%.]+)(.*)$")
+  if not mant or not find(mant, "%d") or find(mant, "%..*%.")
+     or (exp ~= "" and not find(exp, "^[eE][+-]?%d+$")) then
+    return nil, "is not a decimal number"
+  end
+  local n = tonumber(s)
+  if not n or n ~= n or n == huge or n == -huge then return nil, "is out of range" end
+  return n
+end
+
 -- syntax: msg = fields.check_value(def, v)   (v not zendesk.null: null clears any field)
 function _M.check_value(def, v)
   local t, tv = def.type, type(v)
+  -- what Zendesk takes, and coerces, as the stand-in's README shows it: a check here is never
+  -- stricter than Zendesk (a refusal here would be a row Zendesk takes)
   if t == "text" or t == "textarea" then
-    if tv ~= "string" then return "must be a string (a " .. t .. " field), got " .. show(v) end
+    if tv ~= "string" and not (tv == "number" and v == v and v ~= huge and v ~= -huge) then
+      return "must be a string (a " .. t .. " field), got " .. show(v)
+    end
   elseif t == "checkbox" then
-    if tv ~= "boolean" then return "must be true or false (a checkbox field), got " .. show(v) end
+    if tv ~= "boolean" and not CHECKBOX_STRINGS[v] then
+      return "must be true or false (a checkbox field; also \"true\", \"false\", \"1\", \"0\"), got " .. show(v)
+    end
   elseif t == "integer" then
-    if not is_int(v) then return "must be an integer (an integer field), got " .. show(v) end
-    if (tointeger and not tointeger(v)) or v >= INT_MAX or v < -INT_MAX then
+    if tv == "string" then
+      local _, why = to_integer(v)
+      if why then return show(v) .. " " .. why .. " (an integer field)" end
+    elseif not is_int(v) then
+      return "must be an integer (an integer field), got " .. show(v)
+    elseif (tointeger and not tointeger(v)) or v >= INT_MAX or v < -INT_MAX then
       return format("is out of range for an integer field (%s)",
         tointeger and "-2^63 to 2^63-1" or "below 2^53 in magnitude under LuaJIT")
     end
   elseif t == "decimal" then
-    if tv ~= "number" or v ~= v or v == huge or v == -huge then
+    if tv == "string" then
+      local _, why = to_decimal(v)
+      if why then return show(v) .. " " .. why .. " (a decimal field)" end
+    elseif tv ~= "number" or v ~= v or v == huge or v == -huge then
       return "must be a finite number (a decimal field), got " .. show(v)
     end
   elseif t == "date" then
-    if tv ~= "string" or not calendar_date(v) then
+    local d = tv == "string" and (match(v, "^(%d%d%d%d%-%d%d%-%d%d)T%d%d:%d%d") or v)
+    if not d or not calendar_date(d) then
       return "must be a calendar date YYYY-MM-DD (a date field), got " .. show(v)
     end
   elseif t == "regexp" then
-    if tv ~= "string" then return "must be a string (a regexp field), got " .. show(v) end
-    if not regexp_ok(def, v) then return show(v) .. " does not match the field's pattern " .. def.regexp end
+    if tv == "number" then v = tostring(v)
+    elseif tv ~= "string" then return "must be a string (a regexp field), got " .. show(v) end
+    if v ~= "" and not regexp_ok(def, v) then return show(v) .. " does not match the field's pattern " .. def.regexp end
   elseif t == "dropdown" then
-    if tv ~= "string" or not def.values[v] then
+    if tv ~= "string" or (v ~= "" and #def.options > 0 and not def.values[v]) then
       return show(v) .. " is not an option of the dropdown (one of: " .. option_list(def) .. ")"
     end
   elseif t == "multiselect" then
+    if tv == "string" then
+      if not def.values[v] then
+        return show(v) .. " is not an option of the multiselect (one of: " .. option_list(def) .. ")"
+      end
+      return
+    end
     if tv ~= "table" then return "must be an array of option values (a multiselect field), got " .. show(v) end
     local n = #v
     for k in next, v do
@@ -298,7 +346,10 @@ function _M.check_value(def, v)
       end
     end
   elseif t == "lookup" then
-    if not is_int(v) or v <= 0 then return "must be the id of the related record (a lookup field), got " .. show(v) end
+    local id = tv == "string" and find(v, "^%d+$") and to_integer(v) or v
+    if not is_int(id) or id <= 0 then
+      return "must be the id of the related record (a lookup field), got " .. show(v)
+    end
   end
 end
 
@@ -367,31 +418,6 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- CSV cells
-
-local MAX_EXACT = 2 ^ 53
-
-local function to_integer(s)
-  if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
-  local n = tonumber(s)
-  if tointeger then
-    n = tointeger(n)
-    if not n then return nil, "is out of the 64-bit integer range" end
-  elseif n >= MAX_EXACT or n <= -MAX_EXACT then
-    return nil, "is too large to be exact under LuaJIT (2^53 or more)"
-  end
-  return n
-end
-
-local function to_decimal(s)
-  local mant, exp = match(s, "^[+-]?([%d%.]+)(.*)$")
-  if not mant or not find(mant, "%d") or find(mant, "%..*%.")
-     or (exp ~= "" and not find(exp, "^[eE][+-]?%d+$")) then
-    return nil, "is not a decimal number"
-  end
-  local n = tonumber(s)
-  if not n or n ~= n or n == huge or n == -huge then return nil, "is out of range" end
-  return n
-end
 
 local CHECKBOX = { ["true"] = true, ["1"] = true, yes = true, ["false"] = false, ["0"] = false, no = false }
 

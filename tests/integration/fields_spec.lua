@@ -22,12 +22,12 @@ local FIELDS = {
 -- per type: the key, a value Zendesk takes (and the stand-in stores as is), one it refuses, and
 -- what the refusal says
 local CASES = {
-  { "note", "hello", 7, "must be a string %(a text field%)" },
+  { "note", "hello", true, "must be a string %(a text field%)" },
   { "bio", "two\nlines", false, "must be a string %(a textarea field%)" },
-  { "vip", true, "true", "must be true or false %(a checkbox field%)" },
+  { "vip", true, "yes", "must be true or false %(a checkbox field" },
   { "start_date", "2024-02-29", "2023-02-29", "must be a calendar date YYYY%-MM%-DD" },
   { "employee_number", 1234, 12.5, "must be an integer %(an integer field%)" },
-  { "score", 4.75, "4.75", "must be a finite number %(a decimal field%)" },
+  { "score", 4.75, "4,75", "'4,75' is not a decimal number %(a decimal field%)" },
   { "badge", "B-42", "b-42", "'b%-42' does not match the field's pattern \\AB%-%[0%-9%]%+\\z" },
   { "level", "gold", "Gold Tier", "'Gold Tier' is not an option of the dropdown %(one of: gold, silver%)" },
   { "skills", { "lua", "c" }, { "lua", "go" }, "%[2%]: 'go' is not an option of the multiselect %(one of: lua, c%)" },
@@ -79,7 +79,7 @@ describe("client:user_fields", function()
     assert.equal(3, field_gets())
     -- the last page's field is checked like the first
     local _, err = client:upsert_user{ email = "a@example.com", user_fields = { f230 = "x" } }
-    assert.equal("user.user_fields.f230: must be an integer (an integer field), got 'x'", err.message)
+    assert.equal("user.user_fields.f230: 'x' is not an integer (an integer field)", err.message)
     local refreshed = assert(client:user_fields{ refresh = true })
     assert.equal(230, #refreshed)
     assert.equal(6, field_gets())
@@ -136,6 +136,41 @@ describe("client:user_fields", function()
       if key == "employee_number" and math.type then assert.equal("integer", math.type(stored.user_fields[key])) end
     end)
   end
+
+  it("agrees with the stand-in on every probe value: never refuses what Zendesk takes", function()
+    s:config{ per_user_limit = 0 }
+    local fields = require "zendesk.fields"
+    local schema = fields.schema(assert(client:user_fields()))
+    local raw = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN }   -- no schema: no check
+    local PROBES = {
+      note = { "x", 12, 1.5, true, "" }, bio = { "a\nb", 3, false },
+      vip = { true, false, "true", "false", "1", "0", "True", "yes", "", 1, 0 },
+      start_date = { "2024-02-29", "2023-02-29", "2024-02-29T10:00:00Z", "2024-2-1", "", 20240229 },
+      employee_number = { 7, -7, "7", "-7", "+7", 7.5, "7.5", "x", "", 1e20 },
+      score = { 1.5, "1.5", "3.", ".5", "-0.25", "1,5", "x", "", true },
+      badge = { "B-1", "b-1", "", 5, "B-1\nB-2" },
+      level = { "gold", "silver", "Gold Tier", "GOLD", "", 3 },
+      skills = { { "lua" }, { "lua", "c" }, { "go" }, "lua", "go" },
+      manager = { 5, "5", 0, "0", -5, "x", 5.5 },
+    }
+    local n, agreed = 0, 0
+    for key, values in pairs(PROBES) do
+      for i, v in ipairs(values) do
+        n = n + 1
+        local local_ok = fields.check_value(schema.by_key[key], v) == nil
+        local u, err = raw:upsert_user{ email = ("probe%d.%s@example.com"):format(i, key), name = "P",
+                                        user_fields = { [key] = v } }
+        assert(u or (err and err.status == 422), tostring(err))
+        local server_ok = u ~= nil
+        assert.equal(server_ok, local_ok, ("%s = %s: the stand-in %s, the client %s"):format(key,
+          standin.encode(v), server_ok and "takes it" or "refuses it", local_ok and "takes it" or "refuses it"))
+        agreed = agreed + 1
+      end
+    end
+    raw:close()
+    assert.equal(n, agreed)
+    assert.is_true(n >= 60)
+  end)
 
   it("refuses an unknown key (naming the closest) and an inactive field, before any request", function()
     assert(client:user_fields())

@@ -25,12 +25,12 @@ local S = fields.schema(DEFS)
 
 -- value accepted and value refused for each of the ten types, with what the refusal says
 local CASES = {
-  { "notes_short", "hello", 12, "must be a string %(a text field%)" },
+  { "notes_short", "hello", true, "must be a string %(a text field%)" },
   { "bio", "line 1\nline 2", true, "must be a string %(a textarea field%)" },
-  { "vip", false, "yes", "must be true or false %(a checkbox field%)" },
+  { "vip", false, "yes", "must be true or false %(a checkbox field; also \"true\", \"false\", \"1\", \"0\"%), got 'yes'" },
   { "start_date", "2024-02-29", "2023-02-29", "must be a calendar date YYYY%-MM%-DD" },
   { "employee_number", 42, 4.5, "must be an integer %(an integer field%)" },
-  { "score", -0.25, "1.5", "must be a finite number %(a decimal field%)" },
+  { "score", -0.25, "1,5", "'1,5' is not a decimal number %(a decimal field%)" },
   { "badge", "B-12", "B-12x", "'B%-12x' does not match the field's pattern \\AB%-%[0%-9%]%+\\z" },
   { "level", "gold", "Gold Tier", "'Gold Tier' is not an option of the dropdown %(one of: gold, silver%)" },
   { "skills", { "lua", "c" }, { "lua", "cobol" }, "%[2%]: 'cobol' is not an option of the multiselect %(one of: lua, c%)" },
@@ -108,11 +108,27 @@ describe("zendesk.fields", function()
     end)
 
     it("date: not a calendar date in several ways", function()
-      for _, d in ipairs{ "2023-13-01", "2023-04-31", "24-01-01", "2024-01-01T10:00:00Z", "" } do
+      for _, d in ipairs{ "2023-13-01", "2023-04-31", "24-01-01", "2024-01-01 10:00", "2023-02-29T10:00:00Z", "" } do
         assert.matches("calendar date", fields.check_value(S.by_key.start_date, d), d)
       end
       assert.is_nil(fields.check_value(S.by_key.start_date, "2000-02-29"))
       assert.matches("calendar date", fields.check_value(S.by_key.start_date, "1900-02-29"))
+    end)
+
+    it("takes what Zendesk coerces, and no more (never stricter than Zendesk)", function()
+      local function ok(key, v) assert.is_nil(fields.check_value(S.by_key[key], v), key .. " " .. tostring(v)) end
+      local function no(key, v) assert.is_not_nil(fields.check_value(S.by_key[key], v), key .. " " .. tostring(v)) end
+      ok("notes_short", 12); ok("bio", 1.5)
+      for _, v in ipairs{ "true", "false", "1", "0" } do ok("vip", v) end
+      for _, v in ipairs{ "True", "yes", "", 1 } do no("vip", v) end
+      ok("start_date", "2024-02-29T10:00:00Z")
+      ok("employee_number", "-12"); no("employee_number", "12.0"); no("employee_number", "99999999999999999999")
+      ok("score", "3."); ok("score", ".5"); ok("score", "-0.25"); no("score", "0x10")
+      ok("badge", ""); ok("level", ""); no("level", "GOLD")
+      ok("skills", "lua"); no("skills", "cobol")
+      ok("manager", "77"); no("manager", "0"); no("manager", "-77")
+      -- a dropdown with no options takes any string
+      assert.is_nil(fields.check_value(fields.schema{ { key = "d", type = "dropdown" } }.by_key.d, "any"))
     end)
 
     it("refuses an unknown key (naming the closest) and an inactive field", function()
