@@ -32,7 +32,7 @@ ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
   gcc make curl openssl valgrind ca-certificates procps time \
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev lua-rex-pcre2
 
 .PHONY: all build deps env test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
 

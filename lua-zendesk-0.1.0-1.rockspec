@@ -32,6 +32,7 @@ build = {
     ["zendesk.methods"] = "lua/zendesk/methods.lua",
     ["zendesk.options"] = "lua/zendesk/options.lua",
     ["zendesk.users"] = "lua/zendesk/users.lua",
+    ["zendesk.fields"] = "lua/zendesk/fields.lua",
     ["zendesk.jobs"] = "lua/zendesk/jobs.lua",
     ["zendesk.sources"] = "lua/zendesk/sources.lua",
     ["zendesk.sync"] = "lua/zendesk/sync.lua",

@@ -7,6 +7,7 @@ local users = require "zendesk.users"
 local api = require "zendesk.api"
 local methods = require "zendesk.methods"
 local options = require "zendesk.options"
+local fields = require "zendesk.fields"
 
 local error, getmetatable, pcall, setmetatable, type = error, getmetatable, pcall, setmetatable, type
 
@@ -40,6 +41,7 @@ function _M.new(opts)
     _core = c,
     sleep = own.sleep or core.sleep,
     now = own.now or core.now,
+    on_event = opts.on_event,   -- also the Lua layer's (zendesk.fields says what it cannot check)
   }, client_mt)
 end
 
@@ -53,12 +55,37 @@ end
 -- syntax and argument checks), each calling zendesk.api with this client's core.
 -- With upsert_user's fields, the user comes back with only those fields: the rest of the answer is
 -- checked but not turned into Lua values, which makes a hot path (a sign-up hook) cheaper.
+-- Once the client has the account's user fields (client:user_fields), upsert_user and upsert_users
+-- also check user_fields against them, after the methods' own checks and before any request.
+local FIELD_CHECKS = {
+  upsert_user = function(schema, user) return fields.check_user(schema, user, "user") end,
+  upsert_users = function(schema, list) return fields.check_list(schema, list, "users") end,
+}
 methods.build(Client, check_self, function(m)
   local call = api[m.api]
+  local check_fields = FIELD_CHECKS[m.name]
+  if check_fields then
+    return function(self, a, b, c)
+      local schema = self._fields
+      if schema then
+        local ok, err = check_fields(schema, a)
+        if not ok then return nil, err end
+      end
+      return call(self._core, a, b, c)
+    end
+  end
   return function(self, a, b, c)
     return call(self._core, a, b, c)
   end
 end)
+
+-- syntax: definitions, err = client:user_fields([{refresh = true} | {definitions = list}])
+-- The account's custom user fields (every page of GET /user_fields), fetched once per client;
+-- from then on upsert_user and upsert_users check user_fields against them before any request.
+function Client:user_fields(opts)
+  check_self(self, "user_fields")
+  return fields.of_client(self, opts)
+end
 
 -- syntax: report, err = client:sync_users(source, opts)
 -- (this client's only: a sync holds its thread for minutes, which an nginx worker must not)

@@ -11,9 +11,18 @@
 -- length taken at open), or an iterator function returning user tables (nil ends; nil, err or
 -- an error raised by it is a fatal error of the reader).
 -- opts: format, delimiter (one byte, default ","), tag_separator (default ";"), columns (header
--- -> field spec or false), field_types (user_fields key -> text | integer | decimal | checkbox |
--- date), decode (function(s) -> value | nil, err; default zendesk.core.decode), chunk_size.
--- name (what messages call the input; default: the path, or "<csv input>" for a handle).
+-- -> field spec or false), field_types (user_fields key -> one of the ten types of
+-- zendesk.fields: text, textarea, checkbox, date, integer, decimal, regexp, dropdown,
+-- multiselect, lookup; a bare header naming a key maps to that user field), decode (function(s)
+-- -> value | nil, err; default zendesk.core.decode), chunk_size, name (what messages call the
+-- input; default: the path, or "<csv input>" for a handle), schema (the account's user fields: a
+-- zendesk.fields schema, or a function answering one | nil, err, called once, only when a header
+-- is no fixed field: a header that is a field's key or title then maps to it, cells are converted
+-- by its definition, and a user_fields.<key> column the account lacks is an UnknownUserField
+-- error), empty_cells ("omit", the default: an empty cell leaves its field out; "null": it
+-- clears it, except email and external_id; tags become []).
+-- A header identities.<type> (email, phone_number, twitter, ...) adds {type =, value =} to the
+-- user's identities for each value of its cell (split on tag_separator).
 -- Misuse raises error(msg, 2); so does a CSV header with an unknown or doubly mapped column.
 -- The errors about an option or the CSV header are tables, so that a caller (the CLI) can word
 -- them in its own terms: {code =, option = (the opts key), message =, ...} (see option_error);
@@ -97,18 +106,29 @@ local FIELD_KINDS = {
 }
 for spec in pairs(_M.CSV_FIELDS) do FIELD_KINDS[spec] = FIELD_KINDS[spec] or "text" end
 
-local FIELD_TYPES = {text = true, integer = true, decimal = true, checkbox = true, date = true}
+-- the ten types of Zendesk's custom user fields (zendesk.fields); opts.field_types takes them all
+local FIELD_TYPES = {text = true, textarea = true, checkbox = true, date = true, integer = true,
+                     decimal = true, regexp = true, dropdown = true, multiselect = true, lookup = true}
+local TEXT_TYPES = {text = true, textarea = true, regexp = true, dropdown = true}
+-- identity columns: identities.<type>, several values split on the tag separator
+local IDENTITY_TYPES = {email = true, phone_number = true, twitter = true, facebook = true,
+                        google = true, agent_forwarding = true, sdk = true, messaging = true}
+-- what an empty cell does with opts.empty_cells = "null" (else it omits the field): the fields
+-- a row is matched on are never cleared, tags are cleared with [] (the others with null)
+local NEVER_CLEARED = {email = true, external_id = true}
 local FORMATS = {csv = true, json = true, ndjson = true}
 local EXTENSIONS = {csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson"}
 local OPTIONS = {
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table", decode = "function", chunk_size = "number", name = "string",
+  schema = "table", empty_cells = "string",
 }
 local CHECKED = {}
 for k in pairs(OPTIONS) do CHECKED[k] = {pass = true} end
 
 -- Errors about an option or the CSV header, with what they are made of: code is one of
--- UnknownColumn {column, index, source}, DuplicateColumn {column, index, other, other_index,
+-- UnknownColumn {column, index, source, near}, UnknownUserField {column, index, key, closest,
+-- source; not a misuse: open answers nil, err}, DuplicateColumn {column, index, other, other_index,
 -- field, source}, ColumnGivenTwice {column}, UnknownField {column, field}, NoFormat {path},
 -- UnknownFormat {value}, BadDelimiter {value}, EmptyTagSeparator, and, as the third value of a
 -- fatal next(), NotAnArray {source, byte, found, suggest = "ndjson"}.
@@ -183,6 +203,8 @@ end
 local DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 
 local function to_date(s)
+  -- ISO 8601 with a time: the day (a date field holds a day)
+  s = match(s, "^(%d%d%d%d%-%d%d%-%d%d)[T ]%d%d:%d%d") or s
   local y, m, d = match(s, "^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
   if not y then return nil, "is not a date (YYYY-MM-DD)" end
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
@@ -192,15 +214,58 @@ local function to_date(s)
   return s
 end
 
+local function to_lookup(s)
+  local n = find(s, "^%d+$") and to_integer(s)
+  if not n or n <= 0 then return nil, "is not the id of a record (a positive integer)" end
+  return n
+end
+
 local CONVERT = {integer = to_integer, decimal = to_decimal, checkbox = to_checkbox,
-                 date = to_date}
+                 date = to_date, lookup = to_lookup}
+
+local array_mt, null
+do
+  local ok, core = pcall(require, "zendesk.core")
+  array_mt = ok and type(core) == "table" and core.array_mt or nil
+  null = ok and type(core) == "table" and core.null or nil
+end
+
+-- the pieces of a cell between separators, trimmed, empty ones left out
+local function split(v, sep)
+  local out, n, p = {}, 0, 1
+  while true do
+    local s, e = find(v, sep, p, true)
+    local piece = sub(v, p, (s or 0) - 1)
+    if piece ~= "" and (byte(piece, 1) <= 32 or byte(piece, -1) <= 32) then
+      piece = match(piece, "^%s*(.-)%s*$")
+    end
+    if piece ~= "" then n = n + 1; out[n] = piece end
+    if not s then break end
+    p = e + 1
+  end
+  return out, n
+end
 
 -- Builds the function that stores one non-empty, trimmed cell into a user table; it returns a
 -- problem message, or nothing.
-local function make_setter(spec, field_types, tag_sep)
+local function make_setter(spec, field_types, tag_sep, def, label)
+  label = label or spec
   local key = match(spec, "^user_fields%.(.+)$")
   if key then
-    local conv = CONVERT[field_types[key] or "text"]
+    local ft = field_types[key]
+    local conv
+    if def and not ft then
+      -- the account's definition: its options, names and pattern (zendesk.fields)
+      local convert = require("zendesk.fields").convert
+      conv = function(v) return convert(def, v, tag_sep) end
+    elseif ft == "multiselect" then
+      conv = function(v)
+        local list = split(v, tag_sep)
+        return array_mt and setmetatable(list, array_mt) or list
+      end
+    else
+      conv = CONVERT[ft or "text"]
+    end
     if not conv then
       return function(u, v)
         local uf = u.user_fields
@@ -210,10 +275,20 @@ local function make_setter(spec, field_types, tag_sep)
     end
     return function(u, v)
       local x, why = conv(v)
-      if x == nil then return spec .. ": " .. show(v) .. " " .. why end
+      if x == nil then return label .. ": " .. show(v) .. " " .. why end
       local uf = u.user_fields
       if not uf then uf = {}; u.user_fields = uf end
       uf[key] = x
+    end
+  end
+  local itype = match(spec, "^identities%.(.+)$")
+  if itype then
+    return function(u, v)
+      local list, n = split(v, tag_sep)
+      if n == 0 then return end
+      local ids = u.identities
+      if not ids then ids = array_mt and setmetatable({}, array_mt) or {}; u.identities = ids end
+      for i = 1, n do ids[#ids + 1] = {type = itype, value = list[i]} end
     end
   end
   local kind = FIELD_KINDS[spec]
@@ -224,17 +299,7 @@ local function make_setter(spec, field_types, tag_sep)
   elseif kind == "tags" then
     return function(u, v)
       -- an empty cell or one with only separators leaves tags out rather than clearing them
-      local tags, n, p = {}, 0, 1
-      while true do
-        local s, e = find(v, tag_sep, p, true)
-        local piece = sub(v, p, (s or 0) - 1)
-        if piece ~= "" and (byte(piece, 1) <= 32 or byte(piece, -1) <= 32) then
-          piece = match(piece, "^%s*(.-)%s*$")
-        end
-        if piece ~= "" then n = n + 1; tags[n] = piece end
-        if not s then break end
-        p = e + 1
-      end
+      local tags, n = split(v, tag_sep)
       if n > 0 then u.tags = tags end
     end
   end
@@ -249,7 +314,9 @@ end
 local function valid_spec(spec)
   if spec == false then return true end
   if type(spec) ~= "string" then return false end
-  return FIELD_KINDS[spec] ~= nil or find(spec, "^user_fields%.[^%s]+$") ~= nil
+  if FIELD_KINDS[spec] ~= nil or find(spec, "^user_fields%.[^%s]+$") then return true end
+  local it = match(spec, "^identities%.(.+)$")
+  return it ~= nil and IDENTITY_TYPES[it] == true
 end
 
 local function trim(s)
@@ -498,26 +565,86 @@ local function csv_reader(reader, file, opts, name)
   end
   local field_types = opts.field_types or {}
   local tag_sep = opts.tag_separator or ";"
+  -- a bare header naming a key of opts.field_types (in any case) maps to that user field
+  local typed = {}
+  for k in pairs(field_types) do typed[lower(k)] = k end
+  -- the account's fields (opts.schema: a zendesk.fields schema, or a function that loads it),
+  -- asked for only when a header is not a fixed field: a file of fixed fields costs no request
+  local schema, loaded = nil, false
+  local function get_schema()
+    if not loaded then
+      loaded = true
+      local sc = opts.schema
+      if type(sc) == "function" then
+        local err
+        schema, err = sc()
+        if not schema and err then return nil, err end
+      else
+        schema = sc
+      end
+    end
+    return schema
+  end
   -- per column: kinds[i] is IGNORE, TEXT (user[keys[i]] = cell), UF_TEXT (user_fields) or
   -- CONVERT_CELL (setters[i]); text, the bulk of the cells, is stored inline without a call
-  local kinds, keys, setters, seen, named = {}, {}, {}, {}, {}
+  local kinds, keys, setters, seen, named, clears = {}, {}, {}, {}, {}, {}
   for i = 1, ncols do
     local header = trim(fields[i])
     local key = lower(header)
     local spec = columns[key]
+    local def
     if spec == nil then
       spec = _M.CSV_FIELDS[key]
       if spec == nil then
+        local it = match(key, "^identities%.(.+)$")
+        if it and IDENTITY_TYPES[it] then spec = "identities." .. it end
+      end
+      if spec == nil then
         local uf = match(header, "^[Uu][Ss][Ee][Rr]_[Ff][Ii][Ee][Ll][Dd][Ss]%.(%S+)$")
-        if uf then spec = "user_fields." .. uf end
+        if uf then
+          spec = "user_fields." .. uf
+        elseif typed[key] then
+          spec = "user_fields." .. typed[key]
+        elseif opts.schema then
+          -- a field's key or title, unless it names a fixed field (above)
+          local sc, serr = get_schema()
+          if serr then return nil, serr end
+          def = sc and require("zendesk.fields").lookup(sc, header)
+          if def then spec = "user_fields." .. def.key end
+        end
       end
     end
     if spec == nil then
+      local near = ""
+      local sc = opts.schema and get_schema()
+      if sc then
+        local keys_near = require("zendesk.fields").closest(sc, header)
+        if #keys_near > 0 then near = " (the account's closest user fields: " .. concat(keys_near, ", ") .. ")" end
+      end
       return nil, option_error{code = "UnknownColumn", option = "columns", source = name,
-        column = header, index = i,
-        message = format("%s: unknown CSV column '%s' (column %d): map it to a field with " ..
+        column = header, index = i, near = near,
+        message = format("%s: unknown CSV column '%s' (column %d)%s: map it to a field with " ..
           "opts.columns = {[%q] = \"name\"} (or \"user_fields.<key>\"), or ignore it with " ..
-          "opts.columns = {[%q] = false}", name, header, i, header, header)}, true
+          "opts.columns = {[%q] = false}", name, header, i, near, header, header)}, true
+    end
+    local ufkey = spec and match(spec, "^user_fields%.(.+)$")
+    if ufkey and not def and field_types[ufkey] == nil and opts.schema then
+      -- a custom-field column the account does not have: fatal before anything is sent
+      local sc, serr = get_schema()
+      if serr then return nil, serr end
+      if sc then
+        local F = require "zendesk.fields"
+        def = F.lookup(sc, ufkey)
+        if not def then
+          local near = F.closest(sc, ufkey)
+          return nil, option_error{code = "UnknownUserField", kind = "validation", source = name,
+            column = header, index = i, key = ufkey, closest = near,
+            message = format("%s: column '%s' (column %d): the account has no user field '%s'%s", name,
+              header, i, ufkey, #near > 0 and " (closest keys: " .. concat(near, ", ") .. ")" or
+              " (it has no user fields)")}
+        end
+        spec = "user_fields." .. def.key
+      end
     end
     if spec then
       if seen[spec] then
@@ -531,12 +658,28 @@ local function csv_reader(reader, file, opts, name)
       seen[spec] = {header, i}
       named[i] = format("column '%s' (%s)", header, spec)
       local uf = match(spec, "^user_fields%.(.+)$")
-      if uf and (field_types[uf] or "text") == "text" then
+      local ft = uf and (field_types[uf] or def and def.type or "text")
+      if uf and (ft == "text" or ft == "textarea" or (not def and TEXT_TYPES[ft])) then
         kinds[i], keys[i] = UF_TEXT, uf
       elseif FIELD_KINDS[spec] == "text" then
         kinds[i], keys[i] = TEXT, spec
       else
-        kinds[i], setters[i] = CONVERT_CELL, make_setter(spec, field_types, tag_sep)
+        kinds[i], setters[i] = CONVERT_CELL, make_setter(spec, field_types, tag_sep, def,
+          lower(header) ~= lower(spec) and format("column '%s' (%s)", header, spec) or spec)
+      end
+      if opts.empty_cells == "null" then
+        -- what an empty cell of this column clears (nothing for the match keys, identities)
+        if uf then
+          clears[i] = function(u)
+            local t = u.user_fields
+            if not t then t = {}; u.user_fields = t end
+            t[uf] = null
+          end
+        elseif spec == "tags" then
+          clears[i] = function(u) u.tags = setmetatable({}, array_mt) end
+        elseif FIELD_KINDS[spec] and not NEVER_CLEARED[spec] then
+          clears[i] = function(u) u[spec] = null end
+        end
       end
     else
       kinds[i] = IGNORE
@@ -577,7 +720,10 @@ local function csv_reader(reader, file, opts, name)
           local why = format("%s: invalid UTF-8 (byte %d)", named[i], at)
           problem = problem and problem .. "; " .. why or why
         end
-        if v == "" then  -- luacheck: ignore 542 (an empty cell omits the field)
+        if v == "" then
+          -- an empty cell omits the field, or clears it with opts.empty_cells = "null"
+          local clear = clears[i]
+          if clear then clear(user) end
         elseif kind == TEXT then
           user[keys[i]] = v
         elseif kind == UF_TEXT then
@@ -964,6 +1110,7 @@ local function check_opts(opts)
   options.check(CHECKED, opts, "sources.open", 4)
   for k, v in pairs(opts) do
     local want = OPTIONS[k]
+    if k == "schema" and type(v) == "function" then want = "function" end
     if type(v) ~= want then
       return nil, format("opts.%s: %s expected, got %s", k, want, type(v))
     end
@@ -998,9 +1145,17 @@ local function check_opts(opts)
   end
   for k, t in pairs(opts.field_types or {}) do
     if type(k) ~= "string" or not FIELD_TYPES[t] then
-      return nil, format("opts.field_types[%s]: unknown type %s (text, integer, decimal, " ..
-        "checkbox or date)", tostring(k), tostring(t))
+      return nil, format("opts.field_types[%s]: unknown type %s (text, textarea, integer, decimal, " ..
+        "checkbox, date, regexp, dropdown, multiselect or lookup)", tostring(k), tostring(t))
     end
+  end
+  local e = opts.empty_cells
+  if e ~= nil and e ~= "omit" and e ~= "null" then
+    return nil, "opts.empty_cells: \"omit\" (leave the field out) or \"null\" (clear it) expected, got '"
+      .. e .. "'"
+  end
+  if e == "null" and not null then
+    return nil, "opts.empty_cells = \"null\" needs zendesk.core (zendesk.null)"
   end
   return opts
 end

@@ -46,7 +46,7 @@ local OPTIONS = {
   report = "string", collect_rows = "boolean", on_row = "function", on_progress = "function",
   filter = "function", dry_run = "boolean",
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
-  field_types = "table",
+  field_types = "table", empty_cells = "string",
   poll_interval = NONNEG, max_poll_interval = NONNEG, not_found_grace = NONNEG,
   progress_interval = NONNEG, job_timeout = NONNEG, rate_limit_timeout = NONNEG,
 }
@@ -241,7 +241,9 @@ local function start(S, client, source, opts)
       S.pos_file, S.pos_base, S.size = source, cur, last - cur
     end
   end
-  local reader, file, size, fmt = read.open_source(source, ropts)
+  -- the account's user fields, loaded (one request, or none when the client has them) once a
+  -- CSV header or a row needs them; a dry run without a client has none
+  local reader, file, size, fmt = read.open_source(source, ropts, S.client and function() return S:fields() end)
   if not reader then return nil, file end
   S.reader, S.file = reader, file
   if file then S.pos_file, S.pos_base, S.size = file, 0, size end

@@ -9,6 +9,7 @@ local error, type, tostring, pairs, ipairs, pcall = error, type, tostring, pairs
 local require, max, lower, match, io_open, io_type = require, math.max, string.lower, string.match, io.open, io.type
 local null = core.null
 local users = require "zendesk.users"
+local fields = require "zendesk.fields"
 local Sync = require "zendesk.sync_state"
 
 local _M = {}
@@ -27,8 +28,14 @@ _M.io_err = io_err
 
 -- Opens the source with zendesk.sources. A path is opened here so that the bytes read so far
 -- (for the ETA) can be asked of the handle. Returns reader, file (or nil), size (or nil) | nil, err.
-local function open_source(source, ropts)
+local function open_source(source, ropts, schema)
   local sources = require "zendesk.sources"
+  if schema then
+    local o = {}
+    for k, v in pairs(ropts) do o[k] = v end
+    o.schema = schema
+    ropts = o
+  end
   if type(source) == "string" then
     local fmt = ropts.format
     if not fmt then
@@ -55,6 +62,8 @@ local function open_source(source, ropts)
     end
     if not reader then
       f:close()
+      -- the account's answer (the schema could not be read; a column it does not have) as it is
+      if type(rerr) == "table" and (rerr.kind or rerr.code) then return nil, rerr end
       return nil, io_err(tostring(rerr), { path = source })
     end
     return reader, f, size, fmt
@@ -62,7 +71,7 @@ local function open_source(source, ropts)
   local ok, reader, rerr = pcall(sources.open, source, ropts)
   if not ok then error(reader, 3) end
   if not reader then
-    if type(rerr) == "table" and rerr.kind == "io" then return nil, rerr end
+    if type(rerr) == "table" and (rerr.kind or rerr.code) then return nil, rerr end
     return nil, io_err(tostring(rerr))
   end
   return reader, nil, nil, ropts.format
@@ -184,6 +193,18 @@ local function ident(user)
   return type(e) == "string" and e or nil, (tx == "string" or tx == "number") and x or nil
 end
 
+-- The account's user fields (a zendesk.fields schema), read once per run (the client caches
+-- them); nil, err when they cannot be read; nil without a client (a dry run without credentials).
+function Sync:fields()
+  if self.schema ~= nil then return self.schema or nil end
+  local c = self.client
+  if not c then self.schema = false return nil end
+  local list, err = c:user_fields()
+  if not list then return nil, err end
+  self.schema = c._fields or false
+  return self.schema or nil
+end
+
 -- Takes one row from the reader; false at the end of the input.
 function Sync:read_one()
   local row, user, problem, partial = self.reader:next()
@@ -217,6 +238,15 @@ function Sync:read_one()
     local _, eerr = core.encode(user)
     local msg = type(eerr) == "table" and eerr.message or tostring(eerr)
     ok, verr = false, { message = "row " .. row .. (match(msg, "^value(.*)$") or (": " .. msg)) }
+  end
+  if ok and type(user.user_fields) == "table" and self.client then
+    -- JSON, NDJSON, Lua tables (and CSV, after conversion) against the account's fields
+    local schema, serr = self:fields()
+    if serr then
+      self:fail(serr)
+      return false
+    end
+    if schema then ok, verr = fields.check_user(schema, user, "row " .. row) end
   end
   if not ok then
     local e, x = ident(user)

@@ -14,7 +14,7 @@ local null = core.null
 
 local _M = {}
 
-_M.READER_OPTIONS = { "format", "delimiter", "tag_separator", "columns", "field_types" }
+_M.READER_OPTIONS = { "format", "delimiter", "tag_separator", "columns", "field_types", "empty_cells" }
 
 -- syntax: header, source = resume.header(S, client, source, opts, ropts) | nil, err
 -- Reads the journal's header; fills ropts (the reader options the caller did not give) and

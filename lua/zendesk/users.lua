@@ -210,7 +210,18 @@ function checks.user_fields(v)
   for k, x in pairs(v) do
     if type(k) ~= "string" then return "keys must be user field keys (strings), got " .. show(k) end
     local t = type(x)
-    if not (t == "string" or t == "number" or t == "boolean" or x == null) then
+    -- a multiselect takes an array of option values: a non-empty array of strings, or any
+    -- array marked with zendesk.array_mt (an empty one clears the field)
+    local list = t == "table" and x ~= null and (getmt(x) == array_mt or (x[1] ~= nil and #x > 0))
+    if list then
+      local n = #x
+      for i, s in next, x do
+        if not is_integer(i) or i < 1 or i > n then return "must be an array of option values", "." .. k end
+        if type(s) ~= "string" then
+          return "must be an array of option values (strings)", "." .. k .. "[" .. i .. "]"
+        end
+      end
+    elseif not (t == "string" or t == "number" or t == "boolean" or x == null) then
       return "must be a string, number, boolean or zendesk.null, got a " .. t, "." .. k
     end
     if t == "number" and x ~= x then return "is NaN", "." .. k end

@@ -165,6 +165,9 @@ describe("README: what trips people up", function()
 
   it("invalid rows carry reason (no error, no details); failed rows carry error, details and reason", function()
     local report_path = dir .. "/report.csv"
+    -- a client whose definitions are stale (employee_number became an integer since it read them):
+    -- 'abc' passes the local check and Zendesk refuses it, so the row fails there (issue 15)
+    client:user_fields{ definitions = { { key = "employee_number", type = "text" } } }
     local report, rows = sync("o.csv", "email,name,user_fields.employee_number\nbad,Bad,1\nf@example.com,F,abc\n",
       { report = report_path })
     assert.are.equal(1, report.invalid)

@@ -11,7 +11,7 @@ local CFG = { url = "http://127.0.0.1:9", allow_insecure_http = true, email = "a
 
 -- the methods each client has besides the table's: its life cycle (and zendesk's sync)
 local OWN = {
-  zendesk = { is_open = true, base_url = true, close = true, sync_users = true },
+  zendesk = { is_open = true, base_url = true, close = true, sync_users = true, user_fields = true },
   nginx = { is_open = true, base_url = true, close = true },
 }
 
