@@ -21,6 +21,8 @@ require "zendesk.sync_submit"   -- adds Sync:handle_post
 require "zendesk.sync_poll"       -- adds Sync:handle_poll and the mapping of results
 local resume = require "zendesk.sync_resume"
 local api = require "zendesk.api"
+local delta = require "zendesk.sync_delta"      -- issue 16: the state store's delta stage
+local leavers = require "zendesk.sync_leavers"  -- issue 16: the leavers stage
 
 local error, type, tostring, ipairs, pcall = error, type, tostring, ipairs, pcall
 local floor, huge, max, min = math.floor, math.huge, math.max, math.min
@@ -47,6 +49,7 @@ local OPTIONS = {
   filter = "function", dry_run = "boolean",
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table",
+  state = "string", full = "boolean", leavers = "string", max_leavers = { pass = true },   -- issue 16
   poll_interval = NONNEG, max_poll_interval = NONNEG, not_found_grace = NONNEG,
   progress_interval = NONNEG, job_timeout = NONNEG, rate_limit_timeout = NONNEG,
 }
@@ -56,6 +59,16 @@ local function check_opts(opts)
   opts = options.check(OPTIONS, opts, "sync_users", 4)
   if opts.resume and not opts.journal then
     error("sync_users: option 'resume' needs option 'journal' (the journal to finish)", 3)
+  end
+  -- issue 16: the state store's options
+  if opts.leavers ~= nil and opts.leavers ~= "ignore" and opts.leavers ~= "suspend" then
+    error("sync_users: option 'leavers' must be \"ignore\" or \"suspend\", got " .. tostring(opts.leavers), 3)
+  end
+  delta.max_leavers_of(opts.max_leavers, 4)
+  for _, k in ipairs{ "full", "leavers", "max_leavers" } do
+    if opts[k] ~= nil and not opts.state then
+      error("sync_users: option '" .. k .. "' needs option 'state' (the state file)", 3)
+    end
   end
   if opts.report and not report.format_of(opts.report) then
     error("sync_users: option 'report' must name a .csv or .json file", 3)
@@ -95,6 +108,7 @@ function Sync:round()
         self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
         if try == 1 then self.submitted = self.submitted + batch.n end
       end
+      if self.delta then self.delta:submitting(batch) end   -- issue 16: pending, committed before it goes
       reqs[#reqs + 1] = { "POST", PATH_MANY, { users = batch.users } }
       posts[#posts + 1] = batch
       free = free - 1
@@ -261,6 +275,10 @@ local function start(S, client, source, opts)
     if not ok then return nil, cerr end
   end
 
+  -- issue 16: the state (refused when it belongs to another account), before anything is written
+  local dok, derr = delta.attach(S, client, opts)
+  if not dok then return nil, derr end
+
   if opts.report then
     local w, werr = report.open(opts.report)
     if not w then return nil, werr end
@@ -313,8 +331,18 @@ function _M.run(client, source, opts)
     error(lerr, 0)
   end
   if not S.fatal and S.read_error then S:fail(S.read_error) end
+  -- issue 16: the leavers stage (only after the whole input was read without a fatal error)
+  local lok2, guard = pcall(leavers.run, S, opts)
+  if not lok2 then
+    S:fail(guard)
+    guard = nil
+  end
   S:progress(true)
   S:finish()
+  if guard and not S.fatal then
+    guard.report = S:result()
+    return nil, guard
+  end
   if S.fatal then
     local err = S.fatal
     if type(err) == "table" then err.report = S:result() end

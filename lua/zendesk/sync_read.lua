@@ -195,6 +195,7 @@ function Sync:read_one()
     return false
   end
   self.read = self.read + 1
+  if self.delta then self.delta:saw(user or partial) end   -- issue 16: present, even if invalid
   if self.finished and self.finished:contains(row) then
     return true   -- its outcome is in the journal already
   end
@@ -222,6 +223,14 @@ function Sync:read_one()
     local e, x = ident(user)
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
     return true
+  end
+  if self.delta then   -- issue 16: unchanged since its last confirmed send: not sent
+    local id = self.delta:check(row, user)
+    if id then
+      local e, x = ident(user)
+      self:finalize{ row = row, outcome = "unchanged", id = id, email = e, external_id = x }
+      return true
+    end
   end
   if self.dry_run then
     self.submitted = self.submitted + 1
