@@ -12,6 +12,10 @@ local concat, ceil, max = table.concat, math.ceil, math.max
 
 local _M = {}
 
+-- Key of a row of update_many?external_ids=...: the external id that names its target (a
+-- key no JSON body can carry, so a client cannot set it).
+_M.BY_EXTERNAL_ID = {}
+
 -- kind -> what each row does and how it is reported
 local KINDS = {
   create_or_update = { mode = "create_or_update", working = nil, fail = nil },
@@ -55,6 +59,7 @@ local function result_entry(kind, index, u, res)
     return e .. "}"
   end
   local id = res.id or (type(u) == "table" and json.id_of(u.id)) or nil
+  local xid = type(u) == "table" and u[_M.BY_EXTERNAL_ID] or nil
   local code, details
   if res.kind == "not_found" then
     code, details = "RecordNotFound", "Not found"
@@ -66,6 +71,7 @@ local function result_entry(kind, index, u, res)
   end
   local e = '{"index":' .. (index - 1)
   if id then e = e .. ',"id":' .. id end
+  if xid and not id then e = e .. ',"external_id":' .. str(xid) end
   return e .. ',"status":"Failed","error":' .. str(code) .. ',"details":' .. str(details) .. "}"
 end
 
@@ -90,7 +96,13 @@ local function run_rows(job, list, results, from, to)
     else
       local opts = { mode = spec.mode, gen = job.gen }
       if spec.mode == "update" then
-        opts.id = json.id_of(u.id)
+        local xid = u[_M.BY_EXTERNAL_ID]
+        if xid then
+          local rec = users.find_by_external_id(xid)
+          opts.id = rec and rec.id
+        else
+          opts.id = json.id_of(u.id)
+        end
         if not opts.id then res = { kind = "not_found" } end
       end
       res = res or users.apply(u, opts)
