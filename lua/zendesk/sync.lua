@@ -295,6 +295,9 @@ local function start(S, client, source, opts)
       time = os_time(), source = described,
       reader = ropts, batch_size = S.batch_size, max_jobs = S.max_jobs, url = client:base_url(),
       report = opts.report,
+      -- issue 16: a resume of the CLI takes these again from here
+      state = opts.state, full = opts.full, leavers = opts.leavers,
+      max_leavers = opts.max_leavers and tostring(opts.max_leavers) or nil,
     }
     local j, jerr = journal.create(opts.journal, first)
     if not j then return nil, jerr end
