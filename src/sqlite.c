@@ -12,10 +12,17 @@
  *   st:each(...) -> iterator over the rows' columns (the statement is reset at the end)
  *   st:close()
  *   h = sqlite.hash(s)  64-bit FNV-1a of s, as 16 hex digits
+ *   s = sqlite.canonical(v [, null])   canonical JSON of a Lua value: object keys sorted by
+ *       bytes, strings escaped (", \, control bytes), integral numbers below 2^53 as integers
+ *       (the same text under Lua 5.4 and LuaJIT), `null` (e.g. core.null) written null
+ *   h = sqlite.digest(v [, null])      hash(canonical(v)) without building the string
  */
 #include <sqlite3.h>
 #include <string.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <math.h>
 
 #include "compat.h"
 
@@ -249,16 +256,229 @@ static int l_st_close(lua_State *L)
     return 0;
 }
 
-/* 64-bit FNV-1a, as core.digest does for files */
-static int l_hash(lua_State *L)
+/* Canonical JSON, streamed into a sink: a 64-bit FNV-1a state, or a growing buffer. Never raises
+ * (no leak on a Lua error): too deep a value or an allocation failure answers -1. */
+typedef struct {
+    uint64_t h;
+    char *buf;    /* NULL: hash only */
+    size_t len, cap;
+    int null_idx; /* stack index of the null sentinel, 0 when none */
+    int failed;
+} sink;
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static void emit(sink *k, const char *p, size_t n)
 {
-    size_t len;
-    const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
+    if (k->failed) return;
+    if (!k->buf && k->cap == 0) {
+        uint64_t h = k->h;
+        for (size_t i = 0; i < n; i++) {
+            h ^= (unsigned char)p[i];
+            h *= FNV_PRIME;
+        }
+        k->h = h;
+        return;
     }
+    if (k->len + n > k->cap) {
+        size_t cap = k->cap * 2;
+        while (cap < k->len + n) cap *= 2;
+        char *nb = (char *)realloc(k->buf, cap);
+        if (!nb) {
+            k->failed = 1;
+            return;
+        }
+        k->buf = nb;
+        k->cap = cap;
+    }
+    memcpy(k->buf + k->len, p, n);
+    k->len += n;
+}
+
+static void emit_string(sink *k, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+    emit(k, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c < 0x20) {
+            emit(k, s + run, i - run);
+            run = i + 1;
+            if (c == '"') emit(k, "\\\"", 2);
+            else if (c == '\\') emit(k, "\\\\", 2);
+            else {
+                char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                emit(k, u, 6);
+            }
+        }
+    }
+    emit(k, s + run, n - run);
+    emit(k, "\"", 1);
+}
+
+static void emit_number(lua_State *L, sink *k, int idx)
+{
+    char b[40];
+    int n;
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        n = snprintf(b, sizeof b, "%lld", (long long)lua_tointeger(L, idx));
+        emit(k, b, (size_t)n);
+        return;
+    }
+#endif
+    double x = (double)lua_tonumber(L, idx);
+    if (x != x || x == HUGE_VAL || x == -HUGE_VAL) n = snprintf(b, sizeof b, "null");
+    else if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(b, sizeof b, "%.0f", x);
+    else n = snprintf(b, sizeof b, "%.17g", x);
+    emit(k, b, (size_t)n);
+}
+
+typedef struct {
+    const char *s;
+    size_t n;
+    char tmp[32];  /* a number key, written as text */
+} ckey;
+
+static int ckey_cmp(const void *a, const void *b)
+{
+    const ckey *x = (const ckey *)a, *y = (const ckey *)b;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->s, y->s, n);
+    if (c) return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static int canon(lua_State *L, sink *k, int idx, int depth)
+{
+    if (depth > 64 || !lua_checkstack(L, 4)) return -1;
+    idx = zd_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        emit_string(k, s, n);
+        return 0;
+    }
+    case LUA_TNUMBER:
+        emit_number(L, k, idx);
+        return 0;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) emit(k, "true", 4);
+        else emit(k, "false", 5);
+        return 0;
+    case LUA_TTABLE:
+        break;
+    default:
+        /* nil, the null sentinel; anything else the encoder would have refused */
+        if (k->null_idx && lua_rawequal(L, idx, k->null_idx)) emit(k, "null", 4);
+        else if (lua_isnil(L, idx)) emit(k, "null", 4);
+        else emit(k, "?", 1);
+        return 0;
+    }
+    size_t len = zd_rawlen(L, idx), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    if (len > 0 && count == len) {
+        emit(k, "[", 1);
+        for (size_t i = 1; i <= len; i++) {
+            if (i > 1) emit(k, ",", 1);
+            lua_rawgeti(L, idx, (int)i);
+            int rc = canon(L, k, -1, depth + 1);
+            lua_pop(L, 1);
+            if (rc) return rc;
+        }
+        emit(k, "]", 1);
+        return 0;
+    }
+    ckey *keys = count ? (ckey *)malloc(count * sizeof *keys) : NULL;
+    if (count && !keys) return -1;
+    size_t nk = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (nk >= count) continue;
+        ckey *c = &keys[nk];
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            c->s = lua_tolstring(L, -1, &c->n);   /* the table holds the key: the pointer stays valid */
+        } else if (lua_type(L, -1) == LUA_TNUMBER) {
+            double x = (double)lua_tonumber(L, -1);
+            int n = (x == floor(x) && fabs(x) < 9007199254740992.0) ? snprintf(c->tmp, sizeof c->tmp, "%.0f", x)
+                                                                       : snprintf(c->tmp, sizeof c->tmp, "%.17g", x);
+            c->s = c->tmp;
+            c->n = (size_t)n;
+        } else {
+            c->s = "?";
+            c->n = 1;
+        }
+        nk++;
+    }
+    /* number keys point into their own struct: sort indexes, not structs */
+    size_t *order = nk ? (size_t *)malloc(nk * sizeof *order) : NULL;
+    if (nk && !order) {
+        free(keys);
+        return -1;
+    }
+    for (size_t i = 0; i < nk; i++) order[i] = i;
+    /* insertion sort over indexes (users have tens of keys) */
+    for (size_t i = 1; i < nk; i++) {
+        size_t v = order[i], j = i;
+        while (j > 0 && ckey_cmp(&keys[order[j - 1]], &keys[v]) > 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    int rc = 0;
+    emit(k, "{", 1);
+    for (size_t i = 0; i < nk && !rc; i++) {
+        ckey *c = &keys[order[i]];
+        if (i > 0) emit(k, ",", 1);
+        emit_string(k, c->s, c->n);
+        emit(k, ":", 1);
+        if (c->s == c->tmp) {
+            /* a number key: look the value up by the number */
+            lua_pushlstring(L, c->s, c->n);
+            lua_Number x = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            lua_pushnumber(L, x);
+            lua_rawget(L, idx);
+        } else {
+            lua_pushlstring(L, c->s, c->n);
+            lua_rawget(L, idx);
+        }
+        rc = canon(L, k, -1, depth + 1);
+        lua_pop(L, 1);
+    }
+    emit(k, "}", 1);
+    free(order);
+    free(keys);
+    return rc;
+}
+
+static int l_canonical(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    sink k = {FNV_OFFSET, NULL, 0, 256, lua_isnoneornil(L, 2) ? 0 : 2, 0};
+    k.buf = (char *)malloc(k.cap);
+    if (!k.buf) return luaL_error(L, "sqlite.canonical: out of memory");
+    int rc = canon(L, &k, 1, 0);
+    if (rc || k.failed) {
+        free(k.buf);
+        return luaL_error(L, "sqlite.canonical: value nested too deep or out of memory");
+    }
+    lua_pushlstring(L, k.buf, k.len);
+    free(k.buf);
+    return 1;
+}
+
+static void push_hex(lua_State *L, uint64_t h)
+{
     char out[17];
     static const char hex[] = "0123456789abcdef";
     for (int i = 15; i >= 0; i--) {
@@ -266,6 +486,28 @@ static int l_hash(lua_State *L)
         h >>= 4;
     }
     lua_pushlstring(L, out, 16);
+}
+
+static int l_digest(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    sink k = {FNV_OFFSET, NULL, 0, 0, lua_isnoneornil(L, 2) ? 0 : 2, 0};
+    if (canon(L, &k, 1, 0)) return luaL_error(L, "sqlite.digest: value nested too deep");
+    push_hex(L, k.h);
+    return 1;
+}
+
+/* 64-bit FNV-1a, as core.digest does for files */
+static int l_hash(lua_State *L)
+{
+    size_t len;
+    const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    uint64_t h = FNV_OFFSET;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= FNV_PRIME;
+    }
+    push_hex(L, h);
     return 1;
 }
 
@@ -297,6 +539,10 @@ __attribute__((visibility("default"))) int luaopen_zendesk_sqlite(lua_State *L)
     lua_setfield(L, -2, "open");
     lua_pushcfunction(L, l_hash);
     lua_setfield(L, -2, "hash");
+    lua_pushcfunction(L, l_canonical);
+    lua_setfield(L, -2, "canonical");
+    lua_pushcfunction(L, l_digest);
+    lua_setfield(L, -2, "digest");
     lua_pushstring(L, sqlite3_libversion());
     lua_setfield(L, -2, "sqlite_version");
     return 1;

@@ -15,12 +15,11 @@
 local core = require "zendesk.core"
 local ok_sqlite, sqlite = pcall(require, "zendesk.sqlite")
 
-local type, tostring, tonumber, pairs, ipairs, error = type, tostring, tonumber, pairs, ipairs, error
+local type, tostring, tonumber, pairs, error = type, tostring, tonumber, pairs, error
 local setmetatable = setmetatable
-local sort, concat = table.sort, table.concat
-local lower, format, next = string.lower, string.format, next
+local lower, format = string.lower, string.format
 local os_time = os.time
-local null, encode = core.null, core.encode
+local null = core.null
 
 local _M = { VERSION = 1 }
 
@@ -59,48 +58,16 @@ function _M.key_of(user)
   return nil
 end
 
--- Canonical JSON: object keys sorted (byte order), arrays in order, scalars as the encoder
--- writes them. Equal tables give equal text whatever order their keys were set in.
-local function canon(v, out, depth)
-  if type(v) ~= "table" or v == null then
-    out[#out + 1] = encode(v) or "?"
-    return
-  end
-  if depth > 64 then out[#out + 1] = "?" return end
-  local n = #v
-  if n > 0 or next(v) == nil then
-    out[#out + 1] = "["
-    for i = 1, n do
-      if i > 1 then out[#out + 1] = "," end
-      canon(v[i], out, depth + 1)
-    end
-    out[#out + 1] = "]"
-    return
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  sort(keys)
-  out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = encode(k)
-    out[#out + 1] = ":"
-    local x = v[k]
-    if x == nil then x = v[tonumber(k)] end
-    canon(x, out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
+-- Canonical JSON (zendesk.sqlite, in C): object keys sorted by bytes, arrays in order, strings
+-- escaped as JSON, integral numbers below 2^53 as integers (the same text, and so the same hash,
+-- under Lua 5.4 and LuaJIT). Equal tables give equal text whatever order their keys were set in.
 function _M.canonical(v)
-  local out = {}
-  canon(v, out, 0)
-  return concat(out)
+  return sqlite.canonical(v, null)
 end
 
--- syntax: h = state.hash(user)   (16 hex digits: FNV-1a 64 of the canonical JSON)
+-- syntax: h = state.hash(user)   (16 hex digits: FNV-1a 64 of the canonical JSON, streamed)
 function _M.hash(user)
-  return sqlite.hash(_M.canonical(user))
+  return sqlite.digest(user, null)
 end
 
 ---------------------------------------------------------------------------------------------------
