@@ -91,6 +91,7 @@ local STATEMENTS = {
     .. "ON CONFLICT(key) DO UPDATE SET id = excluded.id, hash = excluded.hash, at = excluded.at, "
     .. "run = excluded.run, suspended = 0",
   suspend = "UPDATE people SET suspended = 1, at = ?, run = ? WHERE key = ? AND id = ?",
+  suspended_in = "SELECT key, id FROM people WHERE suspended = 1 AND run = ? AND key > ? ORDER BY key LIMIT ?",
 }
 
 -- syntax: st, err = state.open(path, opts)   opts.url: the account (required unless readonly and
@@ -268,6 +269,16 @@ end
 function State:leavers(after, limit)
   local list = {}
   for key, id in self.q.leavers:each(after or "", limit) do
+    list[#list + 1] = { key = key, id = id }
+  end
+  return list
+end
+
+-- syntax: list = st:suspended_in_run(after, limit)   people this run suspended already (a resume
+-- reports them again: they are not in the journal), in key order after `after`
+function State:suspended_in_run(after, limit)
+  local list = {}
+  for key, id in self.q.suspended_in:each(self.run, after or "", limit) do
     list[#list + 1] = { key = key, id = id }
   end
   return list

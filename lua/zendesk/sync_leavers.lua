@@ -66,6 +66,18 @@ local function job_done(S, job, js)
   for _, x in ipairs(outs) do record(S, x[1], x[2], x[3]) end
 end
 
+-- A resumed run: the people it suspended before it stopped are reported again (the journal does
+-- not hold them: they have no input row), so that the report lists every leaver once.
+local function report_earlier(S)
+  local st, after = S.delta.st, ""
+  while true do
+    local list = st:suspended_in_run(after, 1000)
+    if #list == 0 then return end
+    for _, l in ipairs(list) do record(S, l, "suspended") end
+    after = list[#list].key
+  end
+end
+
 -- Submits the leavers in jobs (at most S.max_jobs in flight) and follows them to the end.
 local function suspend_all(S)
   local st = S.delta.st
@@ -106,7 +118,7 @@ local function suspend_all(S)
         local r = res[i]
         local js = type(r.value) == "table" and r.value.job_status
         if type(js) == "table" and type(js.id) == "string" then
-          inflight[#inflight + 1] = { id = js.id, list = list }
+          inflight[#inflight + 1] = { id = js.id, list = list, changed = now }
           S.jobs = S.jobs + 1
           refused_since = nil
           poll_at = min(poll_at, now + S.poll_lo)
@@ -138,6 +150,12 @@ local function suspend_all(S)
             local js = by_id[job.id]
             if js and (js.status == "completed" or js.status == "failed" or js.status == "killed") then
               job_done(S, job, js)
+            elseif js and js.progress ~= job.progress then
+              job.progress, job.changed = js.progress, now
+              keep[#keep + 1] = job
+            elseif now - job.changed > S.job_timeout then
+              -- stuck or gone: its people stay active in the state, the next run tries them again
+              job_done(S, job, { status = js and js.status or "gone" })
             else
               keep[#keep + 1] = job
             end
@@ -162,7 +180,9 @@ function _M.run(S, opts)
   local d = S.delta
   if not d or S.fatal or S.read_error or not S.eof then return nil end
   d.leaving = d.st:leaving()
-  if S.dry_run or opts.leavers ~= "suspend" or d.leaving == 0 then return nil end
+  if S.dry_run or opts.leavers ~= "suspend" then return nil end
+  if S.resumed then report_earlier(S) end
+  if d.leaving == 0 then return nil end
   local people = d.st:count()
   local limit, from = _M.limit(opts, people)
   if d.leaving > limit then

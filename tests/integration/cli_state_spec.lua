@@ -151,4 +151,59 @@ describe("zendesk-sync --state", function()
     for _, u in ipairs(s:users()) do if u.suspended then suspended = suspended + 1 end end
     assert.equal(20, suspended)
   end)
+
+  it("killed during the leavers stage then resumed: every leaver suspended once and reported once", function()
+    s:reset()
+    s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+    local input, st = dir .. "/l.csv", dir .. "/l.state"
+    local jpath, report = dir .. "/l2.journal", dir .. "/l2.csv"
+    assert(os.execute("lua5.4 " .. q(ROOT .. "bench/gen_users.lua") .. " 300 csv > " .. q(input)))
+    local _, code = standin.sh(cli .. " -q --state " .. q(st) .. " --journal " .. q(dir .. "/l1.journal") .. " "
+      .. q(input) .. " >/dev/null 2>&1")
+    assert.equal(0, code)
+    local short = dir .. "/l-short.csv"
+    assert(os.execute("head -n 51 " .. q(input) .. " > " .. q(short)))   -- 250 of 300 leave: 3 jobs
+    s:config{ job_delay_ms = 300 }
+    local out = standin.sh(cli .. " -q --max-jobs 1 --state " .. q(st) .. " --leavers suspend --max-leavers 90% "
+      .. "--journal " .. q(jpath) .. " --report " .. q(report) .. " " .. q(short) .. " >/dev/null 2>&1 & echo $!")
+    local pid = assert(tonumber(out:match("(%d+)")), out)
+    local function suspended()
+      local n = 0
+      for _, u in ipairs(s:users()) do if u.suspended then n = n + 1 end end
+      return n
+    end
+    local deadline = os.time() + 60
+    while suspended() < 100 do
+      assert.is_true(os.time() < deadline, "no leaver was suspended")
+      sleep(0.05)
+    end
+    assert(os.execute("kill -9 " .. pid))
+    sleep(0.2)
+    assert.is_true(suspended() < 250, "the leavers stage had finished before the kill: nothing was tested")
+    assert.equal("unfinished", journal.state(jpath))
+    s:config{ job_delay_ms = 0 }
+    local out2, code2 = standin.sh(cli .. " -q --resume " .. q(jpath) .. " 2>&1")
+    assert.equal(0, code2, out2)
+    assert.equal(250, suspended())
+    local rows, leavers, seen = 0, 0, {}
+    for line in io.lines(report) do
+      local row, outcome, id = line:match("^(%d*),([%a_]+),(%d*)")
+      if outcome == "suspended" then
+        assert.equal("", row)
+        assert.is_nil(seen[id], "leaver " .. id .. " twice in the report")
+        seen[id], leavers = true, leavers + 1
+      elseif row and row ~= "" then
+        rows = rows + 1
+      end
+    end
+    assert.equal(50, rows)
+    assert.equal(250, leavers)
+    -- the state agrees: a run with the same input suspends nobody more and sends nothing
+    local jobs = s:stats().jobs
+    local out3, code3 = standin.sh(cli .. " -q --state " .. q(st) .. " --leavers suspend --journal "
+      .. q(dir .. "/l3.journal") .. " " .. q(short) .. " 2>&1")
+    assert.equal(0, code3, out3)
+    assert.matches("0 suspended", out3)
+    assert.equal(jobs, s:stats().jobs)
+  end)
 end)
