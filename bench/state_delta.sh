@@ -57,6 +57,10 @@ row "first run, --state (everyone created)" lua5.4 bin/zendesk-sync -q --state "
 row "night 2: 1% changed, 0.5% removed, --state --leavers suspend" lua5.4 bin/zendesk-sync -q --state "$S" \
   --leavers suspend --journal "$WORK/j2" "$WORK/night2.csv"
 row "night 2 as a full re-send (no state)" lua5.4 bin/zendesk-sync -q --journal "$WORK/j3" "$WORK/night2.csv"
+if [ -f "$ROOT/build/bench/node/node_modules/node-zendesk/package.json" ]; then   # bench/run.sh installs it
+  row "night 2 with node-zendesk (can only re-send)" env NODE_PATH="$ROOT/build/bench/node/node_modules" \
+    node bench/peer_node_bulk.js "$url" "$WORK/night2.csv"
+fi
 row "dry run without a state (reading and validation only)" lua5.4 bin/zendesk-sync -q --dry-run "$WORK/night2.csv"
 row "dry run against the state (read + compare only)" lua5.4 bin/zendesk-sync -q --dry-run --state "$S" "$WORK/night2.csv"
 grep -h "state" "$WORK/out.txt" | sed 's/^/  /'

@@ -330,7 +330,9 @@ static void emit_number(lua_State *L, sink *k, int idx)
     }
 #endif
     double x = (double)lua_tonumber(L, idx);
-    if (x != x || x == HUGE_VAL || x == -HUGE_VAL) n = snprintf(b, sizeof b, "null");
+    /* not JSON, and never equal to a valid row's text (the encoder refuses them) */
+    if (x != x) n = snprintf(b, sizeof b, "nan");
+    else if (x == HUGE_VAL || x == -HUGE_VAL) n = snprintf(b, sizeof b, x > 0 ? "inf" : "-inf");
     else if (x == floor(x) && fabs(x) < 9007199254740992.0) n = snprintf(b, sizeof b, "%.0f", x);
     else n = snprintf(b, sizeof b, "%.17g", x);
     emit(k, b, (size_t)n);

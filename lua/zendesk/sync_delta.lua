@@ -50,31 +50,36 @@ function Delta:saw(user)
   if key then self.st:saw(key) end
 end
 
--- A valid row: answers the Zendesk id when it is unchanged (not to be sent); otherwise notes
--- what to record once it is confirmed, and adds suspended = false to the user when this tool
--- suspended them.
-function Delta:check(row, user)
-  local state, c = self.state, self.counts
+-- A row read (before validation): answers the Zendesk id when its canonical JSON has the hash
+-- of the last confirmed send and this tool did not suspend them (unchanged: not sent); otherwise
+-- keeps what it found for will_send.
+function Delta:unchanged(row, user)
+  local state = self.state
   local key = state.key_of(user)
-  if not key then
-    c.new = c.new + 1
-    return nil
-  end
+  self.row, self.key, self.hash, self.id, self.suspended = row, key, nil, nil, false
+  if not key then return nil end
   local hash = state.hash(user)
   local id, last, suspended = self.st:lookup(key)
-  if id and suspended then
-    user.suspended = false   -- not in the hash: the next run sees the row unchanged
-    c.changed = c.changed + 1
-  elseif id and last == hash and not self.full then
-    c.unchanged = c.unchanged + 1
+  self.hash, self.id, self.suspended = hash, id, suspended or false
+  if id and not suspended and last == hash and not self.full then
+    self.counts.unchanged = self.counts.unchanged + 1
     return id
-  elseif id then
-    c.changed = c.changed + 1
-  else
-    c.new = c.new + 1
   end
-  if not self.st.readonly then self.wait[row] = { key, hash, suspended or false } end
   return nil
+end
+
+-- The same row, valid, about to be sent: counted new or changed; what to record once Zendesk
+-- confirms it is kept until its submission; suspended = false is added for a person this tool
+-- suspended (not part of the hash: the next run sees the row unchanged).
+function Delta:will_send(row, user)
+  local c = self.counts
+  if self.row ~= row or not self.key then
+    c.new = c.new + 1
+    return
+  end
+  if self.id then c.changed = c.changed + 1 else c.new = c.new + 1 end
+  if self.suspended then user.suspended = false end
+  if not self.st.readonly then self.wait[row] = { self.key, self.hash, self.suspended } end
 end
 
 -- A batch about to be submitted: its rows are pending, committed before the request goes.

@@ -211,6 +211,16 @@ function Sync:read_one()
     self:finalize{ row = row, outcome = "skipped", email = e, external_id = x }
     return true
   end
+  if self.delta then
+    -- issue 16: the same canonical JSON as the last confirmed send (valid then, and validation
+    -- depends on the content only): unchanged, not validated again, not sent
+    local id = self.delta:unchanged(row, user)
+    if id then
+      local e, x = ident(user)
+      self:finalize{ row = row, outcome = "unchanged", id = id, email = e, external_id = x }
+      return true
+    end
+  end
   local ok, verr = users.validate(user, "row " .. row)
   if ok and not core.encode(user) then
     -- whatever else the encoder refuses (a function, NaN, a sparse array in a free-form field)
@@ -224,14 +234,7 @@ function Sync:read_one()
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
     return true
   end
-  if self.delta then   -- issue 16: unchanged since its last confirmed send: not sent
-    local id = self.delta:check(row, user)
-    if id then
-      local e, x = ident(user)
-      self:finalize{ row = row, outcome = "unchanged", id = id, email = e, external_id = x }
-      return true
-    end
-  end
+  if self.delta then self.delta:will_send(row, user) end   -- issue 16: new, changed or restored
   if self.dry_run then
     self.submitted = self.submitted + 1
     self:finalize{ row = row, outcome = "would_send", email = user.email, external_id = user.external_id,
