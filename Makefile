@@ -34,7 +34,7 @@ ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
   gcc make curl openssl valgrind ca-certificates procps time \
-  clang libclang-rt-14-dev libsqlite3-dev sqlite3
+  clang libclang-rt-14-dev libsqlite3-dev
 
 .PHONY: all build deps env test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
 
@@ -108,5 +108,5 @@ install: build
 # Also what `luarocks make` leaves in place (it builds in the source tree).
 clean:
 	rm -rf build tests/fake_zendesk/run fuzz/out fuzz/corpus-run
-	rm -f src/*.o zendesk/core.so
+	rm -f src/*.o zendesk/core.so zendesk/sqlite.so
 	if [ -d zendesk ]; then rmdir zendesk; fi
