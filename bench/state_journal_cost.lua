@@ -28,7 +28,8 @@ end
 local function bench_journal()
   local p = dir .. "/cost.journal"
   os.remove(p)
-  local j = assert(journal.create(p, { time = os.time(), source = { kind = "file", path = "x.csv" }, batch_size = 100 }))
+  local j = assert(journal.create(p, { time = os.time(), source = { kind = "file", path = "x.csv" },
+                                      batch_size = 100 }))
   local t0 = now()
   for b = 1, B do
     assert(j:write{ t = "batch", b = b, rows = { { (b - 1) * 100 + 1, b * 100 } }, try = 1 })

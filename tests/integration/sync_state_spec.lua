@@ -191,6 +191,27 @@ describe("sync_users with a state", function()
     assert.is_falsy(by_external(s)["EMP-4"].suspended)
   end)
 
+  it("a row the reader cannot take (invalid UTF-8) still names someone present: not a leaver", function()
+    local csv = tmpname(".csv")
+    local function write(bad)
+      local lines = { "email,external_id,name" }
+      for i = 1, 30 do
+        lines[#lines + 1] = ("p%d@example.com,EMP-%d,%s"):format(i, i,
+          (bad and i == 4) and "Bad \255 name" or ("Person " .. i))
+      end
+      standin.write_file(csv, table.concat(lines, "\n") .. "\n")
+    end
+    write(false)
+    assert(run(csv))
+    write(true)
+    local r = assert(run(csv, { leavers = "suspend" }))
+    os.remove(csv)
+    assert.equal(1, r.invalid)
+    assert.equal(29, r.unchanged)
+    assert.equal(0, r.suspended)
+    assert.is_falsy(by_external(s)["EMP-4"].suspended)
+  end)
+
   it("a failed row is not recorded: it goes again next run", function()
     assert(run(people(10)))
     local rows = people(10)
