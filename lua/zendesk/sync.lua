@@ -183,7 +183,9 @@ function Sync:loop()
     end
     if not self:round() then
       if self.reading and self:done() then break end
-      if not self:idle_wait() and self.reading and not self:done() then
+      -- (read_paused: fill stopped for a round with input left, issue 16: read on, no wait and no
+      -- partial batch yet)
+      if not self.read_paused and not self:idle_wait() and self.reading and not self:done() then
         -- nothing in flight or waiting: whatever is left must go as a (partial) batch
         self:seal()
         if #self.ready == 0 and not self.current and #self.deferred > 0 then self:promote() self:seal() end

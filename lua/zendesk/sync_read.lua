@@ -7,6 +7,7 @@ local core = require "zendesk.core"
 
 local error, type, tostring, pairs, ipairs, pcall = error, type, tostring, pairs, ipairs, pcall
 local require, max, lower, match, io_open, io_type = require, math.max, string.lower, string.match, io.open, io.type
+local huge = math.huge
 local null = core.null
 local users = require "zendesk.users"
 local Sync = require "zendesk.sync_state"
@@ -16,6 +17,8 @@ local _M = {}
 -- Rows that wait for an earlier row naming the same user; past this many, reading pauses until
 -- jobs finish, so that an input repeating one user over and over cannot fill memory.
 local MAX_DEFERRED = 10000
+-- Rows read between two rounds of a sync with a state (issue 16).
+local DELTA_ROUND = 2000
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
 
 local function io_err(msg, extra)
@@ -247,9 +250,18 @@ end
 
 function Sync:fill()
   local want = max(1, self.cap - #self.inflight)
+  -- issue 16: with a state most rows are unchanged and fill no batch: a round (submitting what is
+  -- ready, polling) every DELTA_ROUND rows read, so that jobs run while the rest is compared
+  local budget = self.delta and DELTA_ROUND or huge
+  self.read_paused = false
   while not self.eof and #self.ready < want and #self.deferred < MAX_DEFERRED and not self.fatal do
     if not self:read_one() then
       self.eof = true
+    end
+    budget = budget - 1
+    if budget <= 0 then
+      self.read_paused = not self.eof
+      break
     end
   end
   if self.current and #self.ready == 0 and (self.eof or #self.deferred >= MAX_DEFERRED) then
