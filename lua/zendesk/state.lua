@@ -30,6 +30,7 @@ local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS people(key TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL,
   run INTEGER NOT NULL, suspended INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS people_id ON people(id);
 CREATE TABLE IF NOT EXISTS pending(row INTEGER PRIMARY KEY, key TEXT NOT NULL, hash TEXT NOT NULL,
   restore INTEGER NOT NULL DEFAULT 0);
 ]]
@@ -90,6 +91,7 @@ local STATEMENTS = {
   record = "INSERT INTO people(key, id, hash, at, run, suspended) VALUES (?, ?, ?, ?, ?, 0) "
     .. "ON CONFLICT(key) DO UPDATE SET id = excluded.id, hash = excluded.hash, at = excluded.at, "
     .. "run = excluded.run, suspended = 0",
+  rekey = "DELETE FROM people WHERE id = ? AND key <> ?",
   suspend = "UPDATE people SET suspended = 1, at = ?, run = ? WHERE key = ? AND id = ?",
   suspended_in = "SELECT key, id FROM people WHERE suspended = 1 AND run = ? AND key > ? ORDER BY key LIMIT ?",
 }
@@ -238,6 +240,9 @@ function State:confirm(row, id, now)
   if key == true then return false end
   check(self:begin())
   check(self.q.record:run(key, id, hash, now or os_time(), self.run), nil, self.path)
+  -- one Zendesk user, one person: a row that now keys them otherwise (an external_id added to a
+  -- person keyed by email) replaces the old key, which would otherwise look like a leaver
+  check(self.q.rekey:run(id, key), nil, self.path)
   check(self.q.unpend:run(row), nil, self.path)
   return restore == 1
 end
