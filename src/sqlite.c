@@ -2,7 +2,9 @@
  * Its own module, not linked into zendesk.core: a sync without a state needs no libsqlite3.
  * Prepared statements only: values reach SQL through sqlite3_bind_*, never through the text.
  *
- *   db, err = sqlite.open(path [, readonly])     (a file; readonly never creates it)
+ *   db, err = sqlite.open(path [, readonly [, immutable]])   (a file; readonly never creates it;
+ *             immutable: a file nothing else writes meanwhile, read without its -wal and -shm
+ *             files, so that reading it creates nothing, even in a read-only directory)
  *   ok, err = db:exec(sql)                        (fixed SQL only: schema, BEGIN, COMMIT)
  *   st, err = db:prepare(sql)
  *   db:close()                                    (idempotent; statements then refuse to run)
@@ -55,14 +57,38 @@ static zdb *check_db(lua_State *L)
 
 static int l_open(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    int ro = lua_toboolean(L, 2);
+    size_t plen;
+    const char *path = luaL_checklstring(L, 1, &plen);
+    int ro = lua_toboolean(L, 2), immutable = ro && lua_toboolean(L, 3);
+    const char *name = path;
+    int flags = ro ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    if (immutable) {
+        /* file:<path, percent-encoded>?immutable=1 */
+        static const char hex[] = "0123456789ABCDEF";
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "file:");
+        for (size_t i = 0; i < plen; i++) {
+            unsigned char c = (unsigned char)path[i];
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+                c == '-' || c == '_' || c == '.' || c == '~') {
+                luaL_addchar(&b, (char)c);
+            } else {
+                luaL_addchar(&b, '%');
+                luaL_addchar(&b, hex[c >> 4]);
+                luaL_addchar(&b, hex[c & 15]);
+            }
+        }
+        luaL_addstring(&b, "?immutable=1");
+        luaL_pushresult(&b);
+        name = lua_tostring(L, -1);
+        flags |= SQLITE_OPEN_URI;
+    }
     zdb *d = (zdb *)lua_newuserdata(L, sizeof *d);
     d->db = NULL;
     luaL_getmetatable(L, DB_MT);
     lua_setmetatable(L, -2);
-    int flags = ro ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    int rc = sqlite3_open_v2(path, &d->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(name, &d->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         lua_pushnil(L);
         lua_pushfstring(L, "sqlite: %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));

@@ -119,7 +119,13 @@ function _M.open(path, opts)
                            "NotAState")
       end
     end
-    db, derr = sqlite.open(path, opts.readonly)
+    -- a dry run reads a state no run is writing: without its -wal / -shm files (nothing is
+    -- created beside it) when its WAL is empty, as a finished run leaves it; a WAL a killed run
+    -- left is read the ordinary way
+    local wal = io.open(path .. "-wal", "rb")
+    local wal_size = wal and wal:seek("end") or 0
+    if wal then wal:close() end
+    db, derr = sqlite.open(path, opts.readonly, opts.readonly and wal_size == 0)
   end
   if not db then return nil, err_of(path, derr) end
   local st = setmetatable({ db = db, path = path, readonly = opts.readonly or false, in_tx = false,

@@ -268,6 +268,8 @@ describe("sync_users with a state", function()
     assert.equal(2, r.leaving)
     assert.equal(3, r.would_send)
     assert.equal(before, standin.read_file(path))
+    assert.is_nil(io.open(path .. "-wal", "rb"))   -- nothing beside it either
+    assert.is_nil(io.open(path .. "-shm", "rb"))
     local up, upd = traffic(s, mark)
     assert.equal(0, #up + #upd)
   end)
