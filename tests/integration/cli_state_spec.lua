@@ -124,6 +124,40 @@ describe("zendesk-sync --state", function()
     assert.equal(jobs, s:stats().jobs)
   end)
 
+  it("a delta run (most rows unchanged) killed then resumed: every row once in the report", function()
+    s:reset()
+    s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+    local input, st = dir .. "/d.csv", dir .. "/d.state"
+    local jpath, report = dir .. "/d2.journal", dir .. "/d2.csv"
+    assert(os.execute("lua5.4 " .. q(ROOT .. "bench/gen_users.lua") .. " " .. N .. " csv > " .. q(input)))
+    local _, code = standin.sh(cli .. " -q --state " .. q(st) .. " --journal " .. q(dir .. "/d1.journal") .. " "
+      .. q(input) .. " >/dev/null 2>&1")
+    assert.equal(0, code)
+    -- night 2: every 5th row's name changed (600 rows, 6 jobs), the rest unchanged
+    local night = dir .. "/d-night.csv"
+    assert(os.execute("awk -F, 'NR > 1 && (NR - 1) % 5 == 0 { $1 = $1 \" Jr\" } { print }' OFS=, " .. q(input)
+      .. " > " .. q(night)))
+    s:config{ job_delay_ms = 100 }
+    run_killed("--max-jobs 1 --state " .. q(st) .. " --report " .. q(report) .. " " .. q(night), jpath, 2)
+    s:config{ job_delay_ms = 0 }
+    local out, code2 = standin.sh(cli .. " -q --resume " .. q(jpath) .. " 2>&1")
+    assert.equal(0, code2, out)
+    local rows, n = report_rows(report)
+    assert.equal(N, n)
+    local by = {}
+    for _, o in pairs(rows) do by[o] = (by[o] or 0) + 1 end
+    assert.same({ updated = N / 5, unchanged = N - N / 5 }, by)
+    local zd = 0
+    for _ in ipairs(s:users()) do zd = zd + 1 end
+    assert.equal(N, zd)
+    -- as if uninterrupted: the same night again sends nothing
+    local jobs = s:stats().jobs
+    local out3, code3 = standin.sh(cli .. " -q --state " .. q(st) .. " --journal " .. q(dir .. "/d3.journal") .. " "
+      .. q(night) .. " 2>&1")
+    assert.equal(0, code3, out3)
+    assert.equal(jobs, s:stats().jobs)
+  end)
+
   it("dry run counts; the guard exits 2 and suspends nobody; --max-leavers lets them go", function()
     s:reset()
     s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
