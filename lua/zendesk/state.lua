@@ -38,8 +38,10 @@ CREATE TABLE IF NOT EXISTS pending(row INTEGER PRIMARY KEY, key TEXT NOT NULL, h
 -- Rows marked seen between commits of the temporary table.
 local SEEN_BATCH = 10000
 
+-- state: the state file, on every error of the store (the sync stops with it, resumably,
+-- rather than raising it as a callback's error)
 local function err_of(path, msg, code)
-  return core.error{ kind = code and "validation" or "io", code = code, path = path,
+  return core.error{ kind = code and "validation" or "io", code = code, path = path, state = path,
                      message = "state " .. path .. ": " .. tostring(msg) }
 end
 
@@ -196,9 +198,16 @@ function State:commit()
   return true
 end
 
-local function check(ok, e, path)
-  if ok == nil then error(err_of(path, e), 0) end
-  return ok
+-- Every statement's answer goes through must: nil (an SQLite error) raises the store's error,
+-- which the sync turns into a fatal, resumable stop (zendesk.sync). The statements' first
+-- columns are never NULL, so nil means an error.
+local function must(self, a, ...)
+  if a == nil then
+    local e = ...
+    if type(e) == "table" then error(e, 0) end
+    error(err_of(self.path, e), 0)
+  end
+  return a, ...
 end
 
 -- syntax: st:start_run(resume)   a new run clears what an earlier run left pending and takes the
@@ -206,12 +215,12 @@ end
 function State:start_run(resume)
   if self.readonly then return self.run + 1 end
   if not resume then
-    check(self:begin())
-    check(self.q.clear_pending:run(), nil, self.path)
+    must(self, self:begin())
+    must(self, self.q.clear_pending:run())
     self.run = self.run + 1
-    check(self.q.set_meta:run("run", tostring(self.run)))
-    if self.account then check(self.q.set_meta:run("account", self.account)) end
-    check(self:commit())
+    must(self, self.q.set_meta:run("run", tostring(self.run)))
+    if self.account then must(self, self.q.set_meta:run("account", self.account)) end
+    must(self, self:commit())
   end
   return self.run
 end
@@ -220,68 +229,69 @@ end
 function State:lookup(key)
   local id, hash, suspended = self.q.lookup:run(key)
   if id == true then return nil end
-  if id == nil then check(nil, hash, self.path) end
+  if id == nil then must(self, nil, hash) end
   return id, hash, suspended == 1
 end
 
 -- Marks a person present in this input (temporary table; committed in batches).
 function State:saw(key)
-  check(self:begin())
-  check(self.q.seen:run(key), nil, self.path)
+  must(self, self:begin())
+  must(self, self.q.seen:run(key))
   local n = self.seen_n + 1
   self.seen_n = n
-  if n >= SEEN_BATCH then check(self:commit()) end
+  if n >= SEEN_BATCH then must(self, self:commit()) end
 end
 
 -- Rows about to be submitted: what to record once Zendesk confirms them.
 function State:pend(row, key, hash, restore)
-  check(self:begin())
-  check(self.q.pend:run(row, key, hash, restore and 1 or 0), nil, self.path)
+  must(self, self:begin())
+  must(self, self.q.pend:run(row, key, hash, restore and 1 or 0))
 end
 
 -- syntax: restored = st:confirm(row, id)   records a row Zendesk confirmed (created or updated,
 -- with its id); answers whether it was a restore; false when the row was not pending
 function State:confirm(row, id, now)
-  local key, hash, restore = self.q.pending:run(row)
+  local key, hash, restore = must(self, self.q.pending:run(row))
   if key == true then return false end
-  check(self:begin())
-  check(self.q.record:run(key, id, hash, now or os_time(), self.run), nil, self.path)
+  must(self, self:begin())
+  must(self, self.q.record:run(key, id, hash, now or os_time(), self.run))
   -- one Zendesk user, one person: a row that now keys them otherwise (an external_id added to a
   -- person keyed by email) replaces the old key, which would otherwise look like a leaver
-  check(self.q.rekey:run(id, key), nil, self.path)
-  check(self.q.unpend:run(row), nil, self.path)
+  must(self, self.q.rekey:run(id, key))
+  must(self, self.q.unpend:run(row))
   return restore == 1
 end
 
 function State:mark_suspended(key, id, now)
-  check(self:begin())
-  check(self.q.suspend:run(now or os_time(), self.run, key, id), nil, self.path)
+  must(self, self:begin())
+  must(self, self.q.suspend:run(now or os_time(), self.run, key, id))
 end
 
 -- People in the state not suspended by us.
 function State:count()
-  local n = self.q.count:run()
+  local n = must(self, self.q.count:run())
   return n
 end
 
 function State:count_all()
-  local n = self.q.count_all:run()
+  local n = must(self, self.q.count_all:run())
   return n
 end
 
 -- People not suspended by us and not seen in this input.
 function State:leaving()
-  check(self:commit())
-  local n = self.q.leaving:run()
+  must(self, self:commit())
+  local n = must(self, self.q.leaving:run())
   return n
 end
 
 -- syntax: list = st:leavers(after, limit)  {{key=, id=}, ...} in key order, after the key `after`
 function State:leavers(after, limit)
   local list = {}
-  for key, id in self.q.leavers:each(after or "", limit) do
-    list[#list + 1] = { key = key, id = id }
-  end
+  local ok, e = pcall(function()
+    for key, id in self.q.leavers:each(after or "", limit) do list[#list + 1] = { key = key, id = id } end
+  end)
+  if not ok then must(self, nil, e) end
   return list
 end
 
@@ -289,9 +299,12 @@ end
 -- reports them again: they are not in the journal), in key order after `after`
 function State:suspended_in_run(after, limit)
   local list = {}
-  for key, id in self.q.suspended_in:each(self.run, after or "", limit) do
-    list[#list + 1] = { key = key, id = id }
-  end
+  local ok, e = pcall(function()
+    for key, id in self.q.suspended_in:each(self.run, after or "", limit) do
+      list[#list + 1] = { key = key, id = id }
+    end
+  end)
+  if not ok then must(self, nil, e) end
   return list
 end
 

@@ -329,6 +329,11 @@ function _M.run(client, source, opts)
   end
 
   local lok, lerr = pcall(dry and Sync.dry_loop or Sync.loop, S)
+  if not lok and type(lerr) == "table" and lerr.state then
+    -- issue 16: the state store failed (disk full, locked): a fatal error like the journal's
+    S:fail(lerr)
+    lok = true
+  end
   if not lok then
     -- a callback of the caller raised: keep what is known, then let the error through
     S:fail(core.error{ kind = "validation", message = "sync stopped by an error: " .. tostring(lerr) })

@@ -274,6 +274,30 @@ describe("sync_users with a state", function()
     assert.equal(0, #up + #upd)
   end)
 
+  it("a state that cannot be written stops the sync with an error naming it, resumably (no raise)", function()
+    assert(run(people(5)))
+    local jpath = tmpname(".journal")
+    local blocker
+    local rows = people(250, { change = { [1] = true } })
+    local r, err = run(rows, { journal = jpath, on_row = function(o)
+      if not blocker and o.row == 1 then
+        -- another process's lock on the state: the sync's next write waits, then fails
+        blocker = assert(require("zendesk.sqlite").open(path))
+        assert(blocker:exec("PRAGMA busy_timeout = 0; BEGIN EXCLUSIVE"))
+      end
+    end })
+    if blocker then blocker:exec("ROLLBACK") blocker:close() end
+    assert.is_nil(r)
+    assert.equal("io", err.kind)
+    assert.equal(path, err.state)
+    assert.matches("state " .. path:gsub("%p", "%%%0"), tostring(err))
+    assert.equal("unfinished", require("zendesk.journal").state(jpath))
+    -- once the lock is gone, a resume finishes it
+    local r2 = assert(run(rows, { journal = jpath, resume = true }))
+    assert.equal(250, r2.total)
+    os.remove(jpath)
+  end)
+
   it("refuses a state that belongs to another account", function()
     assert(run(people(3)))
     local other = zendesk.new{ url = s.url:gsub("127%.0%.0%.1", "localhost"), email = standin.EMAIL,
