@@ -329,7 +329,7 @@ function _M.run(client, source, opts)
   end
 
   local lok, lerr = pcall(dry and Sync.dry_loop or Sync.loop, S)
-  if not lok and type(lerr) == "table" and lerr.state then
+  if not lok and S.delta and type(lerr) == "table" and lerr.state == S.delta.path then
     -- issue 16: the state store failed (disk full, locked): a fatal error like the journal's
     S:fail(lerr)
     lok = true
