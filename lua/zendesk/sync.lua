@@ -8,6 +8,8 @@
 --   zendesk.sync_poll    polling jobs and mapping their results to rows
 --   zendesk.sync_state   the run's state, the outcome constructor and the sinks (report, journal)
 --   zendesk.sync_resume  what a resume takes from the journal it finishes
+--   zendesk.sync_delta   with opts.state: unchanged rows not sent, confirmed rows recorded (issue 16)
+--   zendesk.sync_leavers with opts.leavers = "suspend": who left is suspended, behind the guard
 --
 -- syntax: report, err = require("zendesk.sync").run(client, source, opts)
 --   (client may be nil with opts.dry_run: a dry run needs no network and no credentials)
