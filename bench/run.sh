@@ -36,7 +36,7 @@ die() { say "error: $*"; exit 1; }
 # nodejs/npm unless a node with its npm is already there (NodeSource ships npm inside nodejs).
 BENCH_DEBS="gcc make pkg-config curl libcurl4-openssl-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
   lua-cjson lua-argparse lua5.1 lua-curl python3 python3-requests valgrind wrk time nginx
-  libnginx-mod-http-lua procps"
+  libnginx-mod-http-lua procps lua-dbi-sqlite3 libsqlite3-dev"
 # shellcheck disable=SC2086
 ./scripts/deps.sh $BENCH_DEBS
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
