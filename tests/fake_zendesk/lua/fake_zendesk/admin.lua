@@ -46,7 +46,7 @@ local handlers = {
     local recs = users.all(d == true or d == "1" or d == "true")
     local cfg = state.config()
     local parts = {}
-    for i, rec in ipairs(recs) do parts[i] = users.render(rec, r.base, cfg) end
+    for i, rec in ipairs(recs) do parts[i] = users.render_admin(rec, r.base, cfg) end
     return 200, '{"users":[' .. concat(parts, ",") .. '],"count":' .. #parts .. "}"
   end,
   ["GET /__admin/config"] = function()

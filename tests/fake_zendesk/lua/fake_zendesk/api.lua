@@ -4,6 +4,7 @@ local json = require "fake_zendesk.json"
 local state = require "fake_zendesk.state"
 local users = require "fake_zendesk.users"
 local jobs = require "fake_zendesk.jobs"
+local fields = require "fake_zendesk.fields"
 
 local ngx = ngx
 local str = json.str
@@ -246,6 +247,96 @@ function _M.update_many(r)
   local list, s, b = users_param(r)
   if not list then return s, b end
   return submit(r, "update", list, nil, "update_many")
+end
+
+-- User fields ---------------------------------------------------------------
+
+local MAX_PAGE = 100
+
+local function pagination_error(detail)
+  return 400, '{"errors":[{"code":"InvalidPaginationParameter","title":"Invalid pagination parameter",'
+    .. '"detail":' .. str(detail) .. "}]}"
+end
+
+-- Opaque cursors naming a 1-based position in the field list.
+local function cursor_of(i)
+  return (ngx.encode_base64("uf:" .. i):gsub("=", ""))
+end
+
+local function position_of(c)
+  if type(c) ~= "string" then return nil end
+  local pad = ({ "", "===", "==", "=" })[#c % 4 + 1]
+  local raw = ngx.decode_base64(c .. pad)
+  local i = raw and raw:match("^uf:(%d+)$")
+  return i and tonumber(i)
+end
+
+local function page_size(v, name)
+  if v == nil then return MAX_PAGE end
+  local n = type(v) == "string" and v:match("^%d+$") and tonumber(v)
+  if not n or n < 1 then return nil, pagination_error(name .. " must be a positive integer") end
+  if n > MAX_PAGE then return nil, pagination_error(name .. " must be at most " .. MAX_PAGE) end
+  return n
+end
+
+local function field_list(r, defs, from, to)
+  local parts = {}
+  for i = from, to do parts[#parts + 1] = fields.render(defs[i], r.base) end
+  return '{"user_fields":[' .. concat(parts, ",") .. "]"
+end
+
+-- GET /api/v2/user_fields: cursor pagination with page[size] / page[after] / page[before]
+-- (meta + links); without any page[...] parameter, offset pagination (page, per_page;
+-- next_page, previous_page, count) as Zendesk answers a request without cursor parameters.
+function _M.user_fields(r)
+  local args = ngx.req.get_uri_args()
+  local defs = state.config().fields
+  local n = #defs
+  local self_url = r.base .. "/api/v2/user_fields.json"
+  local size_arg, after, before = args["page[size]"], args["page[after]"], args["page[before]"]
+  if size_arg ~= nil or after ~= nil or before ~= nil then
+    local size, s, b = page_size(size_arg, "page[size]")
+    if not size then return s, b end
+    local from, to
+    if after ~= nil then
+      local p = position_of(after)
+      if not p then return pagination_error("page[after] is not a valid cursor") end
+      from, to = p + 1, math.min(p + size, n)
+    elseif before ~= nil then
+      local p = position_of(before)
+      if not p then return pagination_error("page[before] is not a valid cursor") end
+      to = math.min(p - 1, n)
+      from = math.max(1, to - size + 1)
+    else
+      from, to = 1, math.min(size, n)
+    end
+    local empty = from > to
+    local has_more
+    if before ~= nil and after == nil then has_more = not empty and from > 1 else has_more = to < n end
+    local first_c = not empty and cursor_of(from) or nil
+    local last_c = not empty and cursor_of(to) or nil
+    local q = "&page%5Bsize%5D=" .. size
+    local next_url = (not empty and to < n) and (self_url .. "?page%5Bafter%5D=" .. last_c .. q) or nil
+    local prev_url = (not empty and from > 1) and (self_url .. "?page%5Bbefore%5D=" .. first_c .. q) or nil
+    return 200, (empty and '{"user_fields":[]' or field_list(r, defs, from, to))
+      .. ',"meta":{"has_more":' .. tostring(has_more)
+      .. ',"after_cursor":' .. json.value(last_c) .. ',"before_cursor":' .. json.value(first_c) .. "}"
+      .. ',"links":{"prev":' .. json.value(prev_url) .. ',"next":' .. json.value(next_url) .. "}}"
+  end
+  local per_page, s, b = page_size(args.per_page, "per_page")
+  if not per_page then return s, b end
+  local page = 1
+  if args.page ~= nil then
+    page = type(args.page) == "string" and args.page:match("^%d+$") and tonumber(args.page)
+    if not page or page < 1 then return pagination_error("page must be a positive integer") end
+  end
+  local from = (page - 1) * per_page + 1
+  local to = math.min(page * per_page, n)
+  local function url(p) return self_url .. "?page=" .. p .. "&per_page=" .. per_page end
+  local body = from > to and '{"user_fields":[]' or field_list(r, defs, from, to)
+  return 200, body .. ',"next_page":' .. json.value(to < n and url(page + 1) or nil)
+    .. ',"previous_page":' .. json.value(page > 1 and url(page - 1) or nil)
+    .. ',"count":' .. n .. "}"
 end
 
 -- Job statuses --------------------------------------------------------------

@@ -33,6 +33,7 @@ local exact = {
     ["/api/v2/users/search"] = api.search,
     ["/api/v2/job_statuses"] = api.job_statuses,
     ["/api/v2/job_statuses/show_many"] = api.job_statuses_show_many,
+    ["/api/v2/user_fields"] = api.user_fields,
   },
 }
 

@@ -1,6 +1,7 @@
 -- Shared state of the stand-in: lua_shared_dict access, configuration, the
 -- cross-worker lock, id issuing, statistics and reset.
 local json = require "fake_zendesk.json"
+local fields = require "fake_zendesk.fields"
 
 local ngx = ngx
 local zd = ngx.shared.zd         -- users, orgs, jobs, tokens, limits, faults, config
@@ -43,10 +44,8 @@ local NUMERIC = {
   job_delay_ms = true, rate_limit_per_minute = true, per_user_limit = true, max_jobs = true,
   fresh_job_404_polls = true, job_expiry_s = true, token_ttl_s = true,
 }
-local FIELD_TYPES = {
-  text = true, textarea = true, dropdown = true, integer = true, decimal = true,
-  date = true, checkbox = true, regexp = true, multiselect = true,
-}
+-- Keys computed from the stored config (never stored, never shown by GET /__admin/config).
+local DERIVED = { fields = true, field_by_key = true, field_names = true }
 
 -- Per-worker cache of the decoded config, refreshed when its version moves.
 local cfg_cache, cfg_ver = nil, -1
@@ -56,9 +55,15 @@ function _M.config()
   if v ~= cfg_ver or not cfg_cache then
     local raw = zd:get("config")
     local c = raw and json.raw_decode(raw) or defaults()
+    -- validated when stored; a definition that no longer normalises leaves no fields
+    c.fields = fields.normalize(c.user_fields) or {}
+    c.field_by_key = {}
     local names = {}
-    for k in pairs(c.user_fields) do names[#names + 1] = k end
-    table.sort(names)
+    for _, def in ipairs(c.fields) do
+      c.field_by_key[def.key] = def
+      if def.active then names[#names + 1] = def.key end
+    end
+    table.sort(names) -- the user JSON lists the active fields by key, as the recordings show
     c.field_names = names
     cfg_cache, cfg_ver = c, v
   end
@@ -67,7 +72,7 @@ end
 
 local function store_config(c)
   local copy = {}
-  for k, v in pairs(c) do if k ~= "field_names" then copy[k] = v end end
+  for k, v in pairs(c) do if not DERIVED[k] then copy[k] = v end end
   zd:set("config", json.encode(copy))
   meta:incr("config_ver", 1, 0)
 end
@@ -77,7 +82,7 @@ function _M.config_json()
   local c = _M.config()
   local copy = {}
   for k, v in pairs(c) do
-    if k ~= "field_names" and k ~= "id_start" then copy[k] = v end
+    if not DERIVED[k] and k ~= "id_start" then copy[k] = v end
   end
   local body = json.value(copy)
   return '{"id_start":' .. c.id_start .. "," .. body:sub(2)
@@ -101,14 +106,8 @@ function _M.update_config(body)
       if not id or id == "0" then return nil, "id_start must be a positive integer (number or digit string)" end
       c[k] = id
     elseif k == "user_fields" then
-      if type(v) ~= "table" then return nil, "user_fields must be an object {key: type}" end
-      for fk, ft in pairs(v) do
-        local t = type(ft) == "table" and ft.type or ft
-        if type(fk) ~= "string" or not FIELD_TYPES[t] then
-          return nil, "user_fields." .. tostring(fk) .. ": type must be one of "
-            .. "text, textarea, dropdown, integer, decimal, date, checkbox, regexp, multiselect"
-        end
-      end
+      local ok, msg = fields.normalize(v)
+      if not ok then return nil, msg end
       c[k] = v
     elseif k == "expire_tokens" then
       expire = v == true

@@ -2,6 +2,7 @@
 -- create/update logic shared by single and bulk endpoints, and rendering.
 local json = require "fake_zendesk.json"
 local state = require "fake_zendesk.state"
+local fields = require "fake_zendesk.fields"
 
 local ngx = ngx
 local zd = state.zd
@@ -18,6 +19,13 @@ for k in ([[name email external_id identities organization organization_id role 
   signature default_group_id moderator only_private_comments ticket_restriction remote_photo_url
   skip_verify_email id shared_phone_number photo agent_brand_ids]]):gmatch("%S+") do
   WRITABLE[k] = true
+end
+
+-- Zendesk's identity types (User Identities API)
+local IDENTITY_TYPES = {}
+for t in ([[email twitter facebook google phone_number agent_forwarding any_channel foreign sdk
+  messaging]]):gmatch("%S+") do
+  IDENTITY_TYPES[t] = true
 end
 
 local ROLES = { ["end-user"] = true, agent = true, admin = true }
@@ -81,80 +89,11 @@ local function scalar_string(v)
   return nil
 end
 
-local function valid_date(s)
-  local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)")
-  if not y then return nil end
-  y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  if m < 1 or m > 12 or d < 1 then return nil end
-  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
-  local mdays = { 31, leap and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
-  if d > mdays[m] then return nil end
-  local rest = s:sub(11)
-  if rest ~= "" and not rest:find("^T%d%d:%d%d") then return nil end
-  return s:sub(1, 10)
-end
-
-local function in_options(def, v)
-  if type(def) ~= "table" or type(def.options) ~= "table" then return true end
-  for _, o in ipairs(def.options) do if o == v then return true end end
-  return false
-end
-
--- One user field value -> JSON literal to store, or nil, error description.
-local function field_literal(key, def, v)
-  local t = type(def) == "table" and def.type or def
-  if v == null then return "null" end
-  if t == "text" or t == "textarea" or t == "regexp" then
-    local s = scalar_string(v)
-    if not s then return nil, key .. ": is invalid" end
-    if t == "regexp" and type(def) == "table" and def.pattern and not s:find(def.pattern) then
-      return nil, key .. ": is invalid"
-    end
-    return str(s)
-  elseif t == "dropdown" then
-    local s = scalar_string(v)
-    if not s then return nil, key .. ": is invalid" end
-    if s == "" then return "null" end
-    if not in_options(def, s) then return nil, key .. ": " .. s .. " is not a valid option" end
-    return str(s)
-  elseif t == "multiselect" then
-    if type(v) == "string" then v = { v } end
-    if type(v) ~= "table" then return nil, key .. ": is invalid" end
-    local out = {}
-    for i, o in ipairs(v) do
-      if type(o) ~= "string" or not in_options(def, o) then return nil, key .. ": is invalid" end
-      out[i] = str(o)
-    end
-    return "[" .. concat(out, ",") .. "]"
-  elseif t == "integer" then
-    if type(v) == "number" then
-      if v ~= math.floor(v) then return nil, key .. ": " .. json.num(v) .. " is not an integer" end
-      return json.num(v)
-    end
-    if type(v) == "string" and v:find("^%-?%d+$") then return (v:gsub("^(%-?)0+(%d)", "%1%2")) end
-    return nil, key .. ": is not a number"
-  elseif t == "decimal" then
-    if type(v) == "number" then return json.num(v) end
-    if type(v) == "string" and v:find("^%-?%d+%.?%d*$") then
-      return json.num(tonumber(v))
-    end
-    return nil, key .. ": is not a number"
-  elseif t == "date" then
-    local d = type(v) == "string" and valid_date(v)
-    if not d then return nil, key .. ": is not a valid date" end
-    return str(d)
-  elseif t == "checkbox" then
-    if type(v) ~= "boolean" then return nil, key .. ": is invalid" end
-    return v and "true" or "false"
-  end
-  return nil, key .. ": is invalid"
-end
-
 -- Input user object -> normalized changes, validation errors, unpermitted keys.
 local function prepare(u, cfg)
   local ch, errs, warn = {}, new_errs(), {}
   for k in pairs(u) do
-    if not WRITABLE[k] then warn[#warn + 1] = "user." .. tostring(k) end
+    if type(k) == "string" and not WRITABLE[k] then warn[#warn + 1] = "user." .. k end
   end
   if u.name ~= nil then
     local s = scalar_string(u.name)
@@ -220,11 +159,12 @@ local function prepare(u, cfg)
   if type(u.user_fields) == "table" then
     local uf = {}
     for k, v in pairs(u.user_fields) do
-      local def = cfg.user_fields[k]
-      if def == nil then
+      local def = cfg.field_by_key[k]
+      if def == nil or not def.active then
+        -- unknown and inactive fields: ignored, named in X-Zendesk-API-Warn
         warn[#warn + 1] = "user.user_fields." .. tostring(k)
       else
-        local lit, e = field_literal(k, def, v)
+        local lit, e = fields.literal(def, v)
         if lit then uf[k] = lit else add_err(errs, "base", e, "InvalidValue", k) end
       end
     end
@@ -271,20 +211,37 @@ local function prepare(u, cfg)
     ch.locale_id = u.locale_id
     for l, i in pairs(LOCALES) do if i == u.locale_id then ch.locale = l end end
   end
-  if type(u.identities) == "table" then
-    local idents = {}
-    for _, it in ipairs(u.identities) do
-      if type(it) == "table" and type(it.type) == "string" then
-        local v = scalar_string(it.value)
-        if it.type == "email" then
-          if not is_email(v) then
-            add_err(errs, "email", "Email: " .. tostring(v) .. " is not properly formatted")
-          else
-            idents[#idents + 1] = { type = "email", value = lower(v) }
-          end
-        elseif v and v ~= "" then
-          idents[#idents + 1] = { type = it.type, value = v }
+  if u.identities ~= nil and u.identities ~= null then
+    local list = u.identities
+    if type(list) ~= "table" then
+      add_err(errs, "identities", "Identities: is invalid", "InvalidValue")
+      list = {}
+    end
+    local idents, seen = {}, {}
+    for _, it in ipairs(list) do
+      local typ = type(it) == "table" and it.type or nil
+      local v = type(it) == "table" and scalar_string(it.value) or nil
+      if type(typ) ~= "string" then
+        add_err(errs, "identities", "Identities: is invalid", "InvalidValue")
+        v = nil
+      elseif not IDENTITY_TYPES[typ] then
+        add_err(errs, "identities", "Identities: " .. typ .. " is not a valid identity type", "InvalidValue")
+        v = nil
+      elseif typ == "email" then
+        if is_email(v) then
+          v = lower(v)
+        else
+          add_err(errs, "email", "Email: " .. tostring(v) .. " is not properly formatted")
+          v = nil
         end
+      elseif not v or not v:find("%S") then
+        add_err(errs, "identities", "Identities: the " .. typ .. " value is blank", "BlankValue")
+        v = nil
+      end
+      local key = v and typ .. "\0" .. v
+      if key and not seen[key] then -- a repeated type+value is stored once
+        seen[key] = true
+        idents[#idents + 1] = { type = typ, value = v }
       end
     end
     ch.identities = idents
@@ -407,6 +364,12 @@ local function apply_locked(u, ch, errs, opts, cfg)
     rec.email = primary
     rec.external_id = xid
     rec.phone = ch.phone ~= null and ch.phone or nil
+    if not rec.phone then
+      -- like the first email identity, the first phone identity becomes the primary one
+      for _, it in ipairs(ch.identities or {}) do
+        if it.type == "phone_number" then rec.phone = it.value break end
+      end
+    end
     rec.uf = ch.user_fields
     if ch.org_name then rec.organization_id = find_or_create_org(ch.org_name, now) end
     if ch.organization_id and ch.organization_id ~= null then rec.organization_id = ch.organization_id end
@@ -585,8 +548,7 @@ function _M.render(rec, base, cfg)
   for i, t in ipairs(rec.tags or {}) do tags[i] = str(t) end
   local uf, stored = {}, rec.uf or {}
   for i, k in ipairs(cfg.field_names) do
-    local def = cfg.user_fields[k]
-    local t = type(def) == "table" and def.type or def
+    local t = cfg.field_by_key[k].type
     uf[i] = str(k) .. ":" .. (stored[k] or (t == "checkbox" and "false" or "null"))
   end
   local id = rec.id
@@ -641,6 +603,20 @@ function _M.render_identities(rec, base)
     })
   end
   return format('{"identities":[%s],"next_page":null,"previous_page":null,"count":%d}', concat(out, ","), #out)
+end
+
+-- The user as /__admin/users shows it: the full user plus its identities in order
+-- ({id, type, value, verified, primary}), so that tests can check what was stored.
+function _M.render_admin(rec, base, cfg)
+  local out = {}
+  for i, it in ipairs(rec.idents or {}) do
+    out[i] = concat({
+      '{"id":', it.id, ',"type":', str(it.type), ',"value":', str(it.value),
+      ',"verified":', value(it.verified == true), ',"primary":', value(it.primary == true), "}",
+    })
+  end
+  local full = _M.render(rec, base, cfg)
+  return full:sub(1, -2) .. ',"identities":[' .. concat(out, ",") .. "]}"
 end
 
 -- Every stored user (deleted ones too when asked), ordered by id.
