@@ -20,6 +20,8 @@ BUILD := build/$(LUA)
 SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/client.c
 OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
 MODULE := $(BUILD)/zendesk/core.so
+# the state store's SQLite binding (issue 16): its own module, so the core needs no libsqlite3
+SQLITE_MODULE := $(BUILD)/zendesk/sqlite.so
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) libcurl 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
@@ -32,18 +34,21 @@ ZD_LDFLAGS = -shared $(EXTRA_LDFLAGS)
 DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-check nginx \
   libnginx-mod-http-lua luajit2 libluajit2-5.1-dev pkg-config luarocks lua-argparse \
   gcc make curl openssl valgrind ca-certificates procps time \
-  clang libclang-rt-14-dev lua-rex-pcre2
+  clang libclang-rt-14-dev lua-rex-pcre2 libsqlite3-dev
 
 .PHONY: all build deps env test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
 
 all: build
-build: $(MODULE)
+build: $(MODULE) $(SQLITE_MODULE)
 
 $(BUILD)/%.o: src/%.c src/zd.h src/compat.h src/transport.h | $(BUILD)/zendesk
 	$(CC) $(CFLAGS) $(ZD_CFLAGS) -c -o $@ $<
 
 $(MODULE): $(OBJS)
 	$(CC) $(ZD_LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS)
+
+$(SQLITE_MODULE): src/sqlite.c src/compat.h | $(BUILD)/zendesk
+	$(CC) $(CFLAGS) $(ZD_CFLAGS) $(ZD_LDFLAGS) -o $@ src/sqlite.c $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3)
 
 $(BUILD)/zendesk:
 	mkdir -p $@
@@ -95,6 +100,7 @@ demo: deps
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk/core.so
+	install -m 0755 $(SQLITE_MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/zendesk/sqlite.so
 	install -m 0644 lua/zendesk.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk.lua
 	install -m 0644 lua/zendesk/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/zendesk/
 	if [ -f bin/zendesk-sync ]; then install -m 0755 bin/zendesk-sync $(DESTDIR)$(PREFIX)/bin/zendesk-sync; fi
@@ -102,5 +108,5 @@ install: build
 # Also what `luarocks make` leaves in place (it builds in the source tree).
 clean:
 	rm -rf build tests/fake_zendesk/run fuzz/out fuzz/corpus-run
-	rm -f src/*.o zendesk/core.so
+	rm -f src/*.o zendesk/core.so zendesk/sqlite.so
 	if [ -d zendesk ]; then rmdir zendesk; fi

@@ -16,6 +16,7 @@ survives crashes.]],
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
+  SQLITE = { header = "sqlite3.h", library = "sqlite3" },
 }
 build = {
   type = "builtin",
@@ -26,6 +27,12 @@ build = {
       incdirs = { "$(CURL_INCDIR)", "src" },
       libdirs = { "$(CURL_LIBDIR)" },
       defines = {},
+    },
+    ["zendesk.sqlite"] = {
+      sources = { "src/sqlite.c" },
+      libraries = { "sqlite3" },
+      incdirs = { "$(SQLITE_INCDIR)", "src" },
+      libdirs = { "$(SQLITE_LIBDIR)" },
     },
     ["zendesk"] = "lua/zendesk.lua",
     ["zendesk.api"] = "lua/zendesk/api.lua",
@@ -41,6 +48,9 @@ build = {
     ["zendesk.sync_poll"] = "lua/zendesk/sync_poll.lua",
     ["zendesk.sync_state"] = "lua/zendesk/sync_state.lua",
     ["zendesk.sync_resume"] = "lua/zendesk/sync_resume.lua",
+    ["zendesk.sync_delta"] = "lua/zendesk/sync_delta.lua",
+    ["zendesk.sync_leavers"] = "lua/zendesk/sync_leavers.lua",
+    ["zendesk.state"] = "lua/zendesk/state.lua",
     ["zendesk.journal"] = "lua/zendesk/journal.lua",
     ["zendesk.report"] = "lua/zendesk/report.lua",
     ["zendesk.nginx"] = "lua/zendesk/nginx.lua",

@@ -27,6 +27,10 @@ for src in src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/cl
 done
 # shellcheck disable=SC2086
 $CC -shared $SAN -o "$OUT/zendesk/core.so" "${objs[@]}" $PKG_LIBS || exit 1
+# the state store's SQLite binding (issue 16): its own module, sanitized too
+# shellcheck disable=SC2086
+$CC -O1 -g $SAN -std=c99 -fPIC -fvisibility=hidden $WARN $PKG_CFLAGS -shared -o "$OUT/zendesk/sqlite.so" src/sqlite.c \
+    -lsqlite3 || exit 1
 
 # The runtime must come first in lua5.4 (which is not instrumented). A second preloaded object
 # takes LD_PRELOAD out of the environment again, so that nginx, curl and the shells the specs

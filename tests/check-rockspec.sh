@@ -22,6 +22,8 @@ TREE="$tmp/tree" LUA_PATH="$tmp/tree/share/lua/5.4/?.lua;;" LUA_CPATH="$tmp/tree
   assert(core.encode{ id = 123456789012345 } == "{\"id\":123456789012345}")
   assert(type(z.new) == "function")
   assert(require("zendesk.sync").run and require("zendesk.sources").open)
+  -- the state store (issue 16): its Lua modules and the SQLite binding are installed too
+  assert(require("zendesk.state").open and require("zendesk.sqlite").digest and require("zendesk.sync_leavers").run)
   print("installed rock loads: " .. core.version .. " with libcurl " .. core.curl_version)
 '
 test -x "$tmp/tree/bin/zendesk-sync"

@@ -7,6 +7,7 @@ local core = require "zendesk.core"
 
 local error, type, tostring, pairs, ipairs, pcall = error, type, tostring, pairs, ipairs, pcall
 local require, max, lower, match, io_open, io_type = require, math.max, string.lower, string.match, io.open, io.type
+local huge = math.huge
 local null = core.null
 local users = require "zendesk.users"
 local fields = require "zendesk.fields"
@@ -17,6 +18,8 @@ local _M = {}
 -- Rows that wait for an earlier row naming the same user; past this many, reading pauses until
 -- jobs finish, so that an input repeating one user over and over cannot fill memory.
 local MAX_DEFERRED = 10000
+-- Rows read between two rounds of a sync with a state (issue 16).
+local DELTA_ROUND = 2000
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
 
 local function io_err(msg, extra)
@@ -216,6 +219,7 @@ function Sync:read_one()
     return false
   end
   self.read = self.read + 1
+  if self.delta then self.delta:saw(user or partial) end   -- issue 16: present, even if invalid
   if self.finished and self.finished:contains(row) then
     return true   -- its outcome is in the journal already
   end
@@ -230,6 +234,16 @@ function Sync:read_one()
     local e, x = ident(user)
     self:finalize{ row = row, outcome = "skipped", email = e, external_id = x }
     return true
+  end
+  if self.delta then
+    -- issue 16: the same canonical JSON as the last confirmed send (valid then, and validation
+    -- depends on the content only): unchanged, not validated again, not sent
+    local id = self.delta:unchanged(row, user)
+    if id then
+      local e, x = ident(user)
+      self:finalize{ row = row, outcome = "unchanged", id = id, email = e, external_id = x }
+      return true
+    end
   end
   local ok, verr = users.validate(user, "row " .. row)
   if ok and not core.encode(user) then
@@ -253,6 +267,7 @@ function Sync:read_one()
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
     return true
   end
+  if self.delta then self.delta:will_send(row, user) end   -- issue 16: new, changed or restored
   if self.dry_run then
     self.submitted = self.submitted + 1
     self:finalize{ row = row, outcome = "would_send", email = user.email, external_id = user.external_id,
@@ -265,9 +280,18 @@ end
 
 function Sync:fill()
   local want = max(1, self.cap - #self.inflight)
+  -- issue 16: with a state most rows are unchanged and fill no batch: a round (submitting what is
+  -- ready, polling) every DELTA_ROUND rows read, so that jobs run while the rest is compared
+  local budget = self.delta and DELTA_ROUND or huge
+  self.read_paused = false
   while not self.eof and #self.ready < want and #self.deferred < MAX_DEFERRED and not self.fatal do
     if not self:read_one() then
       self.eof = true
+    end
+    budget = budget - 1
+    if budget <= 0 then
+      self.read_paused = not self.eof
+      break
     end
   end
   if self.current and #self.ready == 0 and (self.eof or #self.deferred >= MAX_DEFERRED) then

@@ -87,7 +87,7 @@ function Sync:finalize(o, from_journal)
   local c = self.counts
   c[o.outcome] = (c[o.outcome] or 0) + 1
   self.total = self.total + 1
-  if self.finished then self.finished:add(o.row) end
+  if self.finished and o.row then self.finished:add(o.row) end   -- a leaver (issue 16) has no row
   if not from_journal and self.journal and (o.outcome == "invalid" or o.outcome == "skipped") then
     local loose = self.loose
     loose[#loose + 1] = journal.pack(o)
@@ -114,8 +114,12 @@ function Sync:close_batch(batch, job_id, make)
   local outs, packed = {}, {}
   for i = 1, batch.n do
     local o = make(i)
-    outs[i], packed[i] = o, journal.pack(o)
+    outs[i] = o
   end
+  -- issue 16: what Zendesk confirmed is recorded in the state (one transaction) before the
+  -- journal's "done": a crash in between polls the job again and records the same
+  if self.delta then self.delta:confirm(outs) end
+  for i = 1, batch.n do packed[i] = journal.pack(outs[i]) end
   self:jwrite{ t = "done", b = batch.b, id = job_id, out = packed }
   for i = 1, batch.n do self:finalize(outs[i]) end
   self:settle(batch)
@@ -159,6 +163,7 @@ function Sync:progress(final)
     read = self.read, submitted = self.submitted, done = self.total, total = self.total,
     created = c.created or 0, updated = c.updated or 0, failed = c.failed or 0,
     invalid = c.invalid or 0, skipped = c.skipped or 0, would_send = c.would_send,
+    unchanged = c.unchanged or 0, suspended = c.suspended or 0, restored = c.restored or 0,
     rate = rate, eta = eta, fraction = fraction, bytes = bytes, size = self.size,
     in_flight = #self.inflight, deferred = #self.deferred, elapsed = elapsed, final = final or false,
     dry_run = self.dry_run,
@@ -171,11 +176,13 @@ function Sync:result()
   local r = {
     created = c.created or 0, updated = c.updated or 0, failed = c.failed or 0,
     invalid = c.invalid or 0, skipped = c.skipped or 0, total = self.total, rows = self.rows,
+    unchanged = c.unchanged or 0, suspended = c.suspended or 0, restored = c.restored or 0,   -- issue 16
     jobs = self.jobs, resubmitted = self.resubmitted, duration = elapsed,
     rate = elapsed > 0 and (self.total - self.total_at_start) / elapsed or 0,
     journal = self.journal_path, report = self.report_path, resumed = self.resumed or nil,
   }
   if self.dry_run then r.would_send = c.would_send or 0 end
+  if self.delta then self.delta:counts_into(r) end
   return r
 end
 
@@ -191,11 +198,16 @@ function Sync.finish(S)
     else
       S:jwrite{ t = "end", time = os_time(), counts = {
         created = S.counts.created or 0, updated = S.counts.updated or 0, failed = S.counts.failed or 0,
-        invalid = S.counts.invalid or 0, skipped = S.counts.skipped or 0, total = S.total } }
+        invalid = S.counts.invalid or 0, skipped = S.counts.skipped or 0, unchanged = S.counts.unchanged or 0,
+        suspended = S.counts.suspended or 0, restored = S.counts.restored or 0, total = S.total } }
     end
     local ok, err = S.journal:close()
     if not ok then S:fail(err) end
     S.journal = nil
+  end
+  if S.delta then   -- issue 16
+    local ok, err = S.delta:close()
+    if not ok then S:fail(err) end
   end
   if S.writer then
     local ok, err = S.writer:close()
