@@ -1,4 +1,4 @@
--- zendesk.state: the sync's state store (issue 16), one SQLite file per sync. It remembers, per
+-- zendesk.state: the sync's state store, one SQLite file per sync. It remembers, per
 -- person (keyed as the sync keys users: external_id, else email, case-folded), the Zendesk id,
 -- a hash of the canonical JSON of what was last sent and confirmed, when, in which run, and
 -- whether this tool suspended them. Reached through prepared statements only

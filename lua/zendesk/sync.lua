@@ -8,7 +8,7 @@
 --   zendesk.sync_poll    polling jobs and mapping their results to rows
 --   zendesk.sync_state   the run's state, the outcome constructor and the sinks (report, journal)
 --   zendesk.sync_resume  what a resume takes from the journal it finishes
---   zendesk.sync_delta   with opts.state: unchanged rows not sent, confirmed rows recorded (issue 16)
+--   zendesk.sync_delta   with opts.state: unchanged rows not sent, confirmed rows recorded
 --   zendesk.sync_leavers with opts.leavers = "suspend": who left is suspended, behind the guard
 --
 -- syntax: report, err = require("zendesk.sync").run(client, source, opts)
@@ -23,8 +23,8 @@ require "zendesk.sync_submit"   -- adds Sync:handle_post
 require "zendesk.sync_poll"       -- adds Sync:handle_poll and the mapping of results
 local resume = require "zendesk.sync_resume"
 local api = require "zendesk.api"
-local delta = require "zendesk.sync_delta"      -- issue 16: the state store's delta stage
-local leavers = require "zendesk.sync_leavers"  -- issue 16: the leavers stage
+local delta = require "zendesk.sync_delta"      -- the state store's delta stage
+local leavers = require "zendesk.sync_leavers"  -- the leavers stage
 
 local error, type, tostring, ipairs, pcall = error, type, tostring, ipairs, pcall
 local floor, huge, max, min = math.floor, math.huge, math.max, math.min
@@ -51,7 +51,7 @@ local OPTIONS = {
   filter = "function", dry_run = "boolean",
   format = "string", delimiter = "string", tag_separator = "string", columns = "table",
   field_types = "table", empty_cells = "string",
-  state = "string", full = "boolean", leavers = "string", max_leavers = { pass = true },   -- issue 16
+  state = "string", full = "boolean", leavers = "string", max_leavers = { pass = true },
   poll_interval = NONNEG, max_poll_interval = NONNEG, not_found_grace = NONNEG,
   progress_interval = NONNEG, job_timeout = NONNEG, rate_limit_timeout = NONNEG,
 }
@@ -62,7 +62,7 @@ local function check_opts(opts)
   if opts.resume and not opts.journal then
     error("sync_users: option 'resume' needs option 'journal' (the journal to finish)", 3)
   end
-  -- issue 16: the state store's options
+  -- the state store's options
   if opts.leavers ~= nil and opts.leavers ~= "ignore" and opts.leavers ~= "suspend" then
     error("sync_users: option 'leavers' must be \"ignore\" or \"suspend\", got " .. tostring(opts.leavers), 3)
   end
@@ -110,7 +110,7 @@ function Sync:round()
         self:jwrite{ t = "batch", b = batch.b, rows = journal.encode_rows(batch.rows), try = try }
         if try == 1 then self.submitted = self.submitted + batch.n end
       end
-      if self.delta then self.delta:submitting(batch) end   -- issue 16: pending, committed before it goes
+      if self.delta then self.delta:submitting(batch) end   -- pending, committed before it goes
       reqs[#reqs + 1] = { "POST", PATH_MANY, { users = batch.users } }
       posts[#posts + 1] = batch
       free = free - 1
@@ -185,7 +185,7 @@ function Sync:loop()
     end
     if not self:round() then
       if self.reading and self:done() then break end
-      -- (read_paused: fill stopped for a round with input left, issue 16: read on, no wait and no
+      -- (read_paused: fill stopped for a round with input left: read on, no wait and no
       -- partial batch yet)
       if not self.read_paused and not self:idle_wait() and self.reading and not self:done() then
         -- nothing in flight or waiting: whatever is left must go as a (partial) batch
@@ -281,7 +281,7 @@ local function start(S, client, source, opts)
     if not ok then return nil, cerr end
   end
 
-  -- issue 16: the state (refused when it belongs to another account), before anything is written
+  -- the state (refused when it belongs to another account), before anything is written
   local dok, derr = delta.attach(S, client, opts)
   if not dok then return nil, derr end
 
@@ -301,7 +301,7 @@ local function start(S, client, source, opts)
       time = os_time(), source = described,
       reader = ropts, batch_size = S.batch_size, max_jobs = S.max_jobs, url = client:base_url(),
       report = opts.report,
-      -- issue 16: a resume of the CLI takes these again from here
+      -- a resume of the CLI takes these again from here
       state = opts.state, full = opts.full, leavers = opts.leavers,
       max_leavers = opts.max_leavers and tostring(opts.max_leavers) or nil,
     }
@@ -334,7 +334,7 @@ function _M.run(client, source, opts)
 
   local lok, lerr = pcall(dry and Sync.dry_loop or Sync.loop, S)
   if not lok and S.delta and type(lerr) == "table" and lerr.state == S.delta.path then
-    -- issue 16: the state store failed (disk full, locked): a fatal error like the journal's
+    -- the state store failed (disk full, locked): a fatal error like the journal's
     S:fail(lerr)
     lok = true
   end
@@ -345,7 +345,7 @@ function _M.run(client, source, opts)
     error(lerr, 0)
   end
   if not S.fatal and S.read_error then S:fail(S.read_error) end
-  -- issue 16: the leavers stage (only after the whole input was read without a fatal error)
+  -- the leavers stage (only after the whole input was read without a fatal error)
   local lok2, guard = pcall(leavers.run, S, opts)
   if not lok2 then
     S:fail(guard)

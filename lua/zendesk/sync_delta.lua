@@ -1,4 +1,4 @@
--- zendesk.sync_delta: the delta stage of a sync with a state (opts.state, issue 16). Every row
+-- zendesk.sync_delta: the delta stage of a sync with a state (opts.state). Every row
 -- read marks its person present; a valid row is compared with the state (same key and hash as
 -- the last confirmed send: unchanged, not sent); what is sent is recorded as pending just before
 -- its submission, and as synced only where the sync maps a job's per-row results (close_batch),

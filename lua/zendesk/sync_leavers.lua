@@ -1,5 +1,5 @@
--- zendesk.sync_leavers: the leavers stage of a sync with a state (opts.leavers = "suspend",
--- issue 16). Once the input has been read completely without a fatal error, everyone in the
+-- zendesk.sync_leavers: the leavers stage of a sync with a state (opts.leavers = "suspend").
+-- Once the input has been read completely without a fatal error, everyone in the
 -- state not present in it (a valid or an invalid row both count as present) and not already
 -- suspended by this tool is suspended with PUT update_many.json?ids=... {"user":{"suspended":
 -- true}}, at most api.MAX_USERS ids a job, the jobs followed like the sync's own. Only people

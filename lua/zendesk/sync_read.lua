@@ -18,7 +18,7 @@ local _M = {}
 -- Rows that wait for an earlier row naming the same user; past this many, reading pauses until
 -- jobs finish, so that an input repeating one user over and over cannot fill memory.
 local MAX_DEFERRED = 10000
--- Rows read between two rounds of a sync with a state (issue 16).
+-- Rows read between two rounds of a sync with a state.
 local DELTA_ROUND = 2000
 local EXTENSIONS = { csv = "csv", json = "json", ndjson = "ndjson", jsonl = "ndjson" }
 
@@ -219,7 +219,7 @@ function Sync:read_one()
     return false
   end
   self.read = self.read + 1
-  if self.delta then self.delta:saw(user or partial) end   -- issue 16: present, even if invalid
+  if self.delta then self.delta:saw(user or partial) end   -- present, even if invalid
   if self.finished and self.finished:contains(row) then
     return true   -- its outcome is in the journal already
   end
@@ -236,7 +236,7 @@ function Sync:read_one()
     return true
   end
   if self.delta then
-    -- issue 16: the same canonical JSON as the last confirmed send (valid then, and validation
+    -- the same canonical JSON as the last confirmed send (valid then, and validation
     -- depends on the content only): unchanged, not validated again, not sent
     local id = self.delta:unchanged(row, user)
     if id then
@@ -267,7 +267,7 @@ function Sync:read_one()
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x, reason = verr.message }
     return true
   end
-  if self.delta then self.delta:will_send(row, user) end   -- issue 16: new, changed or restored
+  if self.delta then self.delta:will_send(row, user) end   -- new, changed or restored
   if self.dry_run then
     self.submitted = self.submitted + 1
     self:finalize{ row = row, outcome = "would_send", email = user.email, external_id = user.external_id,
@@ -280,7 +280,7 @@ end
 
 function Sync:fill()
   local want = max(1, self.cap - #self.inflight)
-  -- issue 16: with a state most rows are unchanged and fill no batch: a round (submitting what is
+  -- with a state most rows are unchanged and fill no batch: a round (submitting what is
   -- ready, polling) every DELTA_ROUND rows read, so that jobs run while the rest is compared
   local budget = self.delta and DELTA_ROUND or huge
   self.read_paused = false

@@ -87,7 +87,7 @@ function Sync:finalize(o, from_journal)
   local c = self.counts
   c[o.outcome] = (c[o.outcome] or 0) + 1
   self.total = self.total + 1
-  if self.finished and o.row then self.finished:add(o.row) end   -- a leaver (issue 16) has no row
+  if self.finished and o.row then self.finished:add(o.row) end   -- a leaver has no row
   if not from_journal and self.journal and (o.outcome == "invalid" or o.outcome == "skipped") then
     local loose = self.loose
     loose[#loose + 1] = journal.pack(o)
@@ -116,7 +116,7 @@ function Sync:close_batch(batch, job_id, make)
     local o = make(i)
     outs[i] = o
   end
-  -- issue 16: what Zendesk confirmed is recorded in the state (one transaction) before the
+  -- what Zendesk confirmed is recorded in the state (one transaction) before the
   -- journal's "done": a crash in between polls the job again and records the same
   if self.delta then self.delta:confirm(outs) end
   for i = 1, batch.n do packed[i] = journal.pack(outs[i]) end
@@ -176,7 +176,7 @@ function Sync:result()
   local r = {
     created = c.created or 0, updated = c.updated or 0, failed = c.failed or 0,
     invalid = c.invalid or 0, skipped = c.skipped or 0, total = self.total, rows = self.rows,
-    unchanged = c.unchanged or 0, suspended = c.suspended or 0, restored = c.restored or 0,   -- issue 16
+    unchanged = c.unchanged or 0, suspended = c.suspended or 0, restored = c.restored or 0,
     jobs = self.jobs, resubmitted = self.resubmitted, duration = elapsed,
     rate = elapsed > 0 and (self.total - self.total_at_start) / elapsed or 0,
     journal = self.journal_path, report = self.report_path, resumed = self.resumed or nil,
@@ -205,7 +205,7 @@ function Sync.finish(S)
     if not ok then S:fail(err) end
     S.journal = nil
   end
-  if S.delta then   -- issue 16
+  if S.delta then
     local ok, err = S.delta:close()
     if not ok then S:fail(err) end
   end
