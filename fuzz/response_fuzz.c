@@ -1,14 +1,19 @@
 /* response_fuzz.c: libFuzzer target for what the client makes of a whole answer: status line and
  * headers, then the body (JSON, text, HTML, anything), turned into (value, meta) or (nil, err)
- * by push_result / push_failure in src/client.c, and err's tostring. client.c is included so
- * that its static functions can be driven without a network. Input: byte 0 picks the status,
+ * by zd_response_push (src/response.c, linked with the core's other files), and err's tostring,
+ * driven without a network. Input: byte 0 picks the status,
  * byte 1 the expected key and whether the transfer failed in libcurl, then header lines up to
  * an empty line, then the body. Checked: no crash, (value, meta) or (nil, err) with a kind and a
  * message, never a raise; the client holds recognisable secrets and none may appear in any string
  * of the error (message, code, details and their keys, request id, tostring). */
-#include "../src/client.c"
-
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <lualib.h>
+#include "response.h"
+
+int luaopen_zendesk_core(lua_State *L);
 
 static lua_State *FL;
 static zd_client FC;
@@ -27,7 +32,7 @@ static int drive(lua_State *L)
     job *j = lua_touserdata(L, 1);
     lua_settop(L, 0);
     FC.L = L;
-    push_result(L, &FC, j->x, j->key);
+    zd_response_push(L, &FC, j->x, j->key, NULL);
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
         lua_pop(L, 1);
         luaL_tolstring(L, -1, NULL);   /* __tostring of an error table */
@@ -88,11 +93,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         luaL_openlibs(FL);
         luaL_requiref(FL, "zendesk.core", luaopen_zendesk_core, 0);
         lua_pop(FL, 1);
-        FC.t.password = strdup(secrets[0]);
-        FC.t.bearer = strdup(secrets[1]);
-        FC.refresh_token = strdup(secrets[2]);
-        FC.client_secret = strdup(secrets[3]);
-        update_secrets(&FC);   /* the scrubber reads the list built from them, as core_new does */
+        FC.t.creds.v[ZD_CRED_PASSWORD] = strdup(secrets[0]);
+        FC.t.creds.v[ZD_CRED_BEARER] = strdup(secrets[1]);
+        FC.t.creds.v[ZD_CRED_REFRESH] = strdup(secrets[2]);
+        FC.t.creds.v[ZD_CRED_CLIENT_SECRET] = strdup(secrets[3]);
+        zd_creds_index(&FC.t.creds);   /* the scrubber reads the list built from them, as options.c does */
         FC.open = 1;
     }
     if (size < 2)

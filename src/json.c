@@ -391,11 +391,6 @@ int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *e
     return 0;
 }
 
-int zd_is_null(lua_State *L, int idx)
-{
-    return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
-}
-
 /* ---- decoding ----
  *
  * One pass from the text to Lua values: no copy of the text, no second walk. Integers are read

@@ -139,23 +139,19 @@ void zd_transport_free(zd_transport *t)
     free(t->user_agent);
     free(t->ca_file);
     t->base = t->user_agent = t->ca_file = NULL;
-    zd_free_secret(&t->proxy);
-    zd_free_secret(&t->username);
-    zd_free_secret(&t->password);
-    zd_free_secret(&t->bearer);
 }
 
-static int set_auth(zd_transport *t, CURL *e)
+static void set_auth(zd_transport *t, CURL *e)
 {
-    if (t->bearer) {
+    const zd_creds *k = &t->creds;
+    if (k->v[ZD_CRED_BEARER]) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
-        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, t->bearer);
-    } else if (t->username) {
+        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, k->v[ZD_CRED_BEARER]);
+    } else if (k->v[ZD_CRED_USERNAME]) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, t->username);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, t->password);
+        curl_easy_setopt(e, CURLOPT_USERNAME, k->v[ZD_CRED_USERNAME]);
+        curl_easy_setopt(e, CURLOPT_PASSWORD, k->v[ZD_CRED_PASSWORD]);
     }
-    return 1;
 }
 
 /* The options every request shares; set once per easy handle. */
@@ -175,8 +171,8 @@ static void common_options(zd_transport *t, CURL *e, char *errbuf)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     if (t->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file);
-    if (t->proxy)
-        curl_easy_setopt(e, CURLOPT_PROXY, t->proxy);
+    if (t->creds.v[ZD_CRED_PROXY])
+        curl_easy_setopt(e, CURLOPT_PROXY, t->creds.v[ZD_CRED_PROXY]);
 }
 
 zd_xfer *zd_transport_xfer(zd_transport *t, size_t i)
