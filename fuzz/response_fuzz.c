@@ -19,12 +19,18 @@ static lua_State *FL;
 static zd_client FC;
 
 static const long statuses[] = { 200, 201, 400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504 };
-static const char *const wanted[] = { NULL, "user", "job_status", "job_statuses" };
+/* the request options zendesk.api gives: none, an upsert, a job, several jobs */
+static const zd_ropts wanted[] = {
+    { NULL, NULL, ZD_SHAPE_ANY, 1, 0, 0, {0}, {0}, {0} },
+    { "user", "user", ZD_SHAPE_RECORD, 1, 0, 0, {0}, {0}, {0} },
+    { NULL, "job_status", ZD_SHAPE_JOB, 1, 0, 0, {0}, {0}, {0} },
+    { NULL, "job_statuses", ZD_SHAPE_JOB_LIST, 1, 0, 0, {0}, {0}, {0} },
+};
 static const char *const secrets[] = { "SECRETpassword1", "SECRETbearer22", "SECRETrefresh333", "SECRETclient4444" };
 
 typedef struct {
     zd_xfer *x;
-    const char *key;
+    const zd_ropts *ro;
 } job;
 
 static int drive(lua_State *L)
@@ -32,7 +38,7 @@ static int drive(lua_State *L)
     job *j = lua_touserdata(L, 1);
     lua_settop(L, 0);
     FC.L = L;
-    zd_response_push(L, &FC, j->x, j->key, NULL);
+    zd_response_push(L, &FC, j->x, j->ro);
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
         lua_pop(L, 1);
         luaL_tolstring(L, -1, NULL);   /* __tostring of an error table */
@@ -140,7 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         zd_buf_add(&x.body, p, (size_t)(end - p));
     }
     j.x = &x;
-    j.key = wanted[flags & 3];
+    j.ro = &wanted[flags & 3];
     lua_settop(FL, 0);
     lua_pushcfunction(FL, drive);
     lua_pushlightuserdata(FL, &j);

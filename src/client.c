@@ -1,18 +1,25 @@
-/* client.c: the client userdata (zendesk.Client): its methods (upsert, bulk, job status,
- * request, request_many), the call around the transport loop, the retry event, close. */
+/* client.c: the client userdata (zendesk.Client): request and request_many with their per-request
+ * options, the call around the transport loop, the retry event, close. No endpoint is known here. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include "response.h"
 
-static zd_client *check_client(lua_State *L, const char *method)
+/* The client at 1, open and not in a call already. The refusal names the call: method, or the
+ * request option name of the ropts table at stack index ropts (0: none). */
+static zd_client *check_client(lua_State *L, const char *method, int ropts)
 {
     zd_client *c = luaL_checkudata(L, 1, ZD_CLIENT_MT);
     if (!c->open)
         luaL_error(L, "attempt to use a closed zendesk client");
     /* a callback (on_event, on_refresh) runs in the middle of a call whose transfers, buffers
      * and state would be reused under it: refused; the callback may only close the client */
+    if (c->busy && ropts && lua_istable(L, ropts)) {
+        lua_getfield(L, ropts, "name");
+        if (lua_type(L, -1) == LUA_TSTRING)
+            method = lua_tostring(L, -1);
+    }
     if (c->busy)
         luaL_error(L, "zendesk: %s called from a callback (on_event, on_refresh) while a call on the same "
                    "client is in progress: refused (close() is the one method a callback may call)", method);
@@ -121,16 +128,23 @@ static zd_xfer *transfer_at(lua_State *L, zd_client *c, size_t i)
     return x;
 }
 
-/* Encodes the value at idx as {"<wrap>": value} (or bare when wrap is NULL) into x->req. */
-static int encode_body(lua_State *L, zd_xfer *x, int idx, const char *wrap, const char *root)
+/* Encodes the value at idx as {"<wrap>": value} (or bare when wrap is NULL) into x->req, with
+ * the array keys zendesk.api registered (core.json_config). */
+static int encode_body(lua_State *L, zd_xfer *x, int idx, const char *wrap)
 {
     char err[256];
-    int ok = 1;
+    zd_json_config cfg;
+    int ok = 1, top = lua_gettop(L);
+    idx = zd_absindex(L, idx);
     if (wrap)
         ok = zd_buf_adds(&x->req, "{\"") && zd_buf_adds(&x->req, wrap) && zd_buf_adds(&x->req, "\":");
     if (!ok)
         return luaL_error(L, "zendesk: out of memory");
-    if (!zd_json_encode(L, idx, &x->req, root, err, sizeof err)) {
+    cfg.root = wrap ? wrap : "body";
+    cfg.arrays = zd_json_arrays_push(L);
+    ok = zd_json_encode(L, idx, &x->req, &cfg, err, sizeof err);
+    lua_settop(L, top);
+    if (!ok) {
         lua_pushnil(L);
         zd_error_push(L, "validation", err);
         return 0;
@@ -147,170 +161,115 @@ static void aim_transfer(lua_State *L, zd_client *c, zd_xfer *x, const char *met
         luaL_error(L, "zendesk: out of memory");
 }
 
-/* ---- methods ---- */
+/* ---- requests ---- */
 
-#define ZD_MAX_FIELDS 64
-
-/* upsert's options: {fields = {"id", ...}} -> keep (names anchored by the table at idx) */
-static int upsert_options(lua_State *L, int idx, zd_keep *keep, const char **names, size_t *lens)
-{
-    lua_Integer i, n;
-    if (lua_isnoneornil(L, idx))
-        return 0;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "fields") != 0)
-            return luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s' (upsert takes fields)",
-                                                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                        : luaL_typename(L, -1)));
-    }
-    lua_getfield(L, idx, "fields");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    n = lua_istable(L, -1) ? (lua_Integer)zd_rawlen(L, -1) : 0;
-    if (n < 1 || n > ZD_MAX_FIELDS)
-        return luaL_argerror(L, idx, "option 'fields' must be an array of 1 to 64 user field names");
-    for (i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        if (lua_type(L, -1) != LUA_TSTRING || zd_rawlen(L, -1) == 0)
-            return luaL_argerror(L, idx, lua_pushfstring(L, "option 'fields': element %d must be a field name",
-                                                        (int)i));
-        names[i - 1] = lua_tolstring(L, -1, &lens[i - 1]);
-        lua_pop(L, 1);   /* still held by the fields table */
-    }
-    lua_pop(L, 1);   /* the fields table: still held by the options table */
-    keep->key = "user";
-    keep->keylen = 4;
-    keep->names = names;
-    keep->lens = lens;
-    for (i = 0; i < n; i++)
-        if (lens[i] == 2 && memcmp(names[i], "id", 2) == 0)
-            break;
-    keep->n = (int)n;
-    if (i < n)
-        return 1;
-    /* the id is read whatever the fields, to check the answer, and dropped after */
-    names[n] = "id";
-    lens[n] = 2;
-    keep->n = (int)n + 1;
-    return 2;
-}
-
-/* client:upsert(user [, {fields = {...}}]): with fields, the user comes back with only those
- * (the rest of the answer is checked but not made into Lua values: a cheaper call) */
-static int c_upsert(lua_State *L)
-{
-    zd_client *c = check_client(L, "upsert");
-    zd_xfer *x;
-    zd_keep keep;
-    const char *names[ZD_MAX_FIELDS + 1];
-    size_t lens[ZD_MAX_FIELDS + 1];
-    int kept, r;
-    static const char path[] = "/api/v2/users/create_or_update.json";
-    luaL_checktype(L, 2, LUA_TTABLE);
-    kept = upsert_options(L, 3, &keep, names, lens);
-    x = transfer_at(L, c, 0);
-    if (!encode_body(L, x, 2, "user", "user"))
-        return 2;
-    aim_transfer(L, c, x, "POST", path, sizeof path - 1);
-    if (run_transfers(L, c, &x, 1))
-        return push_closed(L);
-    r = zd_response_push(L, c, x, "user", kept ? &keep : NULL);
-    if (kept == 2 && lua_istable(L, -2)) {
-        lua_pushnil(L);
-        lua_setfield(L, -3, "id");
-    }
-    return release_buffers(c, r);
-}
-
-static int c_bulk_upsert(lua_State *L)
-{
-    zd_client *c = check_client(L, "bulk_upsert");
-    zd_xfer *x;
-    size_t n;
-    static const char path[] = "/api/v2/users/create_or_update_many.json";
-    luaL_checktype(L, 2, LUA_TTABLE);
-    n = zd_rawlen(L, 2);
-    if (n < 1 || n > 100)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected 1 to 100 users, got %d", (int)n));
-    x = transfer_at(L, c, 0);
-    if (!encode_body(L, x, 2, "users", "users"))
-        return 2;
-    aim_transfer(L, c, x, "POST", path, sizeof path - 1);
-    x->no_resend = 1;
-    if (run_transfers(L, c, &x, 1))
-        return push_closed(L);
-    return release_buffers(c, zd_response_push(L, c, x, "job_status", NULL));
-}
-
-static int valid_job_id(const char *s, size_t n)
+/* a key written into the body as is ({"<wrap>": ...}): letters, digits and '_', 1 to 64 */
+static int is_name(const char *s, size_t n)
 {
     size_t i;
-    if (n == 0 || n > 100)
+    if (n == 0 || n > 64)
         return 0;
     for (i = 0; i < n; i++)
-        if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_'))
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
             return 0;
     return 1;
 }
 
-static int c_job_status(lua_State *L)
+static const char *ropt_string(lua_State *L, int idx, const char *name)
 {
-    zd_client *c = check_client(L, "job_status");
-    size_t n;
-    const char *id = luaL_checklstring(L, 2, &n);
-    zd_buf *u;
-    zd_xfer *x;
-    if (!valid_job_id(id, n))
-        return zd_error_validation(L, "job id: must be letters, digits, '-' or '_'");
-    x = transfer_at(L, c, 0);
-    u = &x->req;   /* borrow the idle request buffer for the path */
-    if (!zd_buf_adds(u, "/api/v2/job_statuses/") || !zd_buf_add(u, id, n) || !zd_buf_adds(u, ".json"))
-        return luaL_error(L, "zendesk: out of memory");
-    aim_transfer(L, c, x, "GET", u->p, u->len);
-    if (run_transfers(L, c, &x, 1))
-        return push_closed(L);
-    return release_buffers(c, zd_response_push(L, c, x, "job_status", NULL));
+    const char *v;
+    lua_getfield(L, idx, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING || !is_name(lua_tostring(L, -1), zd_rawlen(L, -1)))
+        luaL_error(L, "zendesk: request option '%s' must be a name (letters, digits, '_')", name);
+    v = lua_tostring(L, -1);
+    lua_pop(L, 1);   /* still held by the options table */
+    return v;
 }
 
-static int c_job_statuses(lua_State *L)
+/* keep = {"name", ...}: only those fields of the answer's object under ro->answer become Lua
+ * values; its id is read whatever the fields (the shape check needs it) and dropped after. */
+static void ropt_keep(lua_State *L, int idx, zd_ropts *ro)
 {
-    zd_client *c = check_client(L, "job_statuses");
-    size_t i, n;
-    zd_buf *u;
-    zd_xfer *x;
-    luaL_checktype(L, 2, LUA_TTABLE);
-    n = zd_rawlen(L, 2);
-    if (n < 1 || n > 100)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected 1 to 100 job ids, got %d", (int)n));
-    x = transfer_at(L, c, 0);
-    u = &x->req;
-    if (!zd_buf_adds(u, "/api/v2/job_statuses/show_many.json?ids="))
-        return luaL_error(L, "zendesk: out of memory");
-    for (i = 1; i <= n; i++) {
-        size_t len;
-        const char *id;
-        lua_rawgeti(L, 2, (int)i);
-        id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (!id || !valid_job_id(id, len)) {
-            lua_pushnil(L);
-            zd_error_push(L, "validation", NULL);
-            lua_pushfstring(L, "ids[%d]: job ids are strings of letters, digits, '-' or '_'", (int)i);
-            lua_setfield(L, -2, "message");
-            return 2;
-        }
-        if ((i > 1 && !zd_buf_addc(u, ',')) || !zd_buf_add(u, id, len))
-            return luaL_error(L, "zendesk: out of memory");
+    lua_Integer i, n;
+    lua_getfield(L, idx, "keep");
+    if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
+        return;
     }
-    aim_transfer(L, c, x, "GET", u->p, u->len);
-    if (run_transfers(L, c, &x, 1))
-        return push_closed(L);
-    return release_buffers(c, zd_response_push(L, c, x, "job_statuses", NULL));
+    n = lua_istable(L, -1) ? (lua_Integer)zd_rawlen(L, -1) : 0;
+    if (n < 1 || n > ZD_MAX_KEEP || !ro->answer)
+        luaL_error(L, "zendesk: request option 'keep' must be an array of 1 to 64 field names, with 'answer'");
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING || zd_rawlen(L, -1) == 0)
+            luaL_error(L, "zendesk: request option 'keep': element %d must be a field name", (int)i);
+        ro->names[i - 1] = lua_tolstring(L, -1, &ro->lens[i - 1]);
+        lua_pop(L, 1);   /* still held by the keep table */
+    }
+    lua_pop(L, 1);       /* the keep table: still held by the options table */
+    ro->keep.key = ro->answer;
+    ro->keep.keylen = strlen(ro->answer);
+    ro->keep.names = ro->names;
+    ro->keep.lens = ro->lens;
+    ro->keep.n = (int)n;
+    ro->kept = 1;
+    for (i = 0; i < n; i++)
+        if (ro->lens[i] == 2 && memcmp(ro->names[i], "id", 2) == 0)
+            return;
+    ro->names[n] = "id";
+    ro->lens[n] = 2;
+    ro->keep.n = (int)n + 1;
+    ro->drop_id = 1;
+}
+
+/* Reads a request's options (see response.h, zd_ropts) from the table at idx (nil: none). */
+static void read_ropts(lua_State *L, int idx, const char *method, zd_ropts *ro)
+{
+    static const char *const known[] = {"wrap", "answer", "shape", "keep", "resend", "name", NULL};
+    static const char *const shapes[] = {"any", "record", "job", "job_list", NULL};
+    memset(ro, 0, sizeof *ro);
+    /* a request that may have taken effect is resent only when sending it twice does what
+     * sending it once does: by default GET, PUT and DELETE */
+    ro->resend = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "zendesk: request options must be a table");
+    idx = zd_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int i, found = 0;
+        lua_pop(L, 1);
+        for (i = 0; known[i] && lua_type(L, -1) == LUA_TSTRING; i++)
+            found |= strcmp(known[i], lua_tostring(L, -1)) == 0;
+        if (!found)
+            luaL_error(L, "zendesk: unknown request option '%s'", lua_type(L, -1) == LUA_TSTRING
+                       ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    ro->wrap = ropt_string(L, idx, "wrap");
+    ro->answer = ropt_string(L, idx, "answer");
+    lua_getfield(L, idx, "shape");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING || !ro->answer)
+            luaL_error(L, "zendesk: request option 'shape' must be a string, with 'answer'");
+        for (ro->shape = 0; shapes[ro->shape] && strcmp(shapes[ro->shape], lua_tostring(L, -1)) != 0; ro->shape++)
+            ;
+        if (!shapes[ro->shape])
+            luaL_error(L, "zendesk: request option 'shape' must be one of any, record, job, job_list");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "resend");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "zendesk: request option 'resend' must be a boolean");
+        ro->resend = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    ropt_keep(L, idx, ro);
 }
 
 static const char *check_method(lua_State *L, int idx)
@@ -328,11 +287,11 @@ static int hex_digit(unsigned char ch)
 /* Paths are the caller's, so nothing in them may reach another host, a header or another part
  * of the server. The path part (before '?') is read as a server would after decoding: an escape
  * of '.', '/', '\\', '%' or a control byte is refused (%2e%2e passed the '..' check and reached
- * the stand-in's /__admin), so are "." and ".." segments, and it must be under /api/v2/. */
+ * the stand-in's /__admin), so are "." and ".." segments. Which paths an API has is the Lua
+ * layer's (zendesk.api). */
 static int valid_path(const char *p, size_t n)
 {
     size_t i, seg = 1, q = n;
-    static const char api[] = "/api/v2/";
     if (n == 0 || n > 2048 || p[0] != '/' || (n > 1 && p[1] == '/'))
         return 0;
     for (i = 0; i < n; i++) {
@@ -357,38 +316,20 @@ static int valid_path(const char *p, size_t n)
             seg = i + 1;
         }
     }
-    return q >= sizeof api - 1 && memcmp(p, api, sizeof api - 1) == 0 && strstr(p, "/..") == NULL;
+    return strstr(p, "/..") == NULL;
 }
 
-/* Whether sending the request twice does what sending it once does: GET, PUT, DELETE, and the
- * create_or_update endpoints (they match on email / external_id). Any other POST (create_many,
- * create_or_update_many: a job; POST /users: a second user) and PATCH is not resent once it may
- * have reached the server. */
-static int idempotent(const char *method, const char *path, size_t n)
-{
-    static const char tail[] = "/create_or_update";
-    const char *q = memchr(path, '?', n);
-    if (q)
-        n = (size_t)(q - path);
-    if (strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0)
-        return 1;
-    if (strcmp(method, "PATCH") == 0)
-        return 0;
-    if (n > 5 && memcmp(path + n - 5, ".json", 5) == 0)
-        n -= 5;
-    return n >= sizeof tail - 1 && memcmp(path + n - (sizeof tail - 1), tail, sizeof tail - 1) == 0;
-}
-
-/* Prepares transfer x from (method, path, body) at stack positions m, m+1, m+2;
+/* Prepares transfer x from (method, path, body, ropts) at stack positions m .. m+3 into ro;
  * returns 0 with nil, err pushed when the input is not acceptable. */
-static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
+static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m, zd_ropts *ro)
 {
     size_t pn;
     const char *method = check_method(L, m);
     const char *path = luaL_checklstring(L, m + 1, &pn);
+    read_ropts(L, m + 3, method, ro);
     if (!valid_path(path, pn)) {
-        zd_error_validation(L, "path: must be under /api/v2/ and hold only printable characters, no '.' or '..' "
-                           "segment, no escaped '.', '/', '\\', '%' or control byte");
+        zd_error_validation(L, "path: must hold only printable characters, no '.' or '..' segment, no escaped "
+                               "'.', '/', '\\', '%' or control byte");
         return 0;
     }
     switch (lua_type(L, m + 2)) {
@@ -404,34 +345,40 @@ static int prepare_request(lua_State *L, zd_client *c, zd_xfer *x, int m)
         break;
     }
     case LUA_TTABLE:
-        if (!encode_body(L, x, m + 2, NULL, "body"))
+        if (!encode_body(L, x, m + 2, ro->wrap))
             return 0;
         break;
     default:
         return luaL_argerror(L, m + 2, "body must be a table, a JSON string or nil");
     }
     aim_transfer(L, c, x, method, path, pn);
-    x->no_resend = !idempotent(method, path, pn);
+    x->no_resend = !ro->resend;
     return 1;
 }
 
+/* client:request(method, path [, body [, ropts]]) -> value, meta | nil, err */
 static int c_request(lua_State *L)
 {
-    zd_client *c = check_client(L, "request");
-    zd_xfer *x = transfer_at(L, c, 0);
-    if (!prepare_request(L, c, x, 2))
+    zd_client *c;
+    zd_xfer *x;
+    zd_ropts ro;
+    lua_settop(L, 5);
+    c = check_client(L, "request", 5);
+    x = transfer_at(L, c, 0);
+    if (!prepare_request(L, c, x, 2, &ro))
         return 2;
     if (run_transfers(L, c, &x, 1))
         return push_closed(L);
-    return release_buffers(c, zd_response_push(L, c, x, NULL, NULL));
+    return release_buffers(c, zd_response_push(L, c, x, &ro));
 }
 
-/* request_many{ {method, path, body}, ... }: concurrent, over the multi handle.
+/* request_many{ {method, path, body, ropts}, ... }: concurrent, over the multi handle.
  * Returns an array of {value = ..., meta = ...} or {err = ...}, in request order. */
 static int c_request_many(lua_State *L)
 {
-    zd_client *c = check_client(L, "request_many");
+    zd_client *c = check_client(L, "request_many", 0);
     zd_xfer *xs[ZD_MAX_CONCURRENT];
+    zd_ropts *ros;
     int ok[ZD_MAX_CONCURRENT], closed = 0;
     size_t i, n, live = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -440,25 +387,29 @@ static int c_request_many(lua_State *L)
         return luaL_argerror(L, 2, "at most 64 requests at once");
     lua_settop(L, 2);
     lua_createtable(L, (int)n, 0);   /* 3: results */
+    ros = lua_newuserdata(L, (n ? n : 1) * sizeof *ros);   /* 4: every request's options */
+    lua_createtable(L, (int)n, 0);   /* 5: their tables, whose strings ros points to, held here */
     for (i = 0; i < n; i++) {
         int top;
         lua_rawgeti(L, 2, (int)i + 1);
         if (!lua_istable(L, -1))
-            return luaL_argerror(L, 2, "each request is a table {method, path, body}");
+            return luaL_argerror(L, 2, "each request is a table {method, path, body, ropts}");
         top = lua_gettop(L);
         lua_rawgeti(L, top, 1);
         lua_rawgeti(L, top, 2);
         lua_rawgeti(L, top, 3);
+        lua_rawgeti(L, top, 4);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 5, (int)i + 1);
         xs[i] = transfer_at(L, c, i);
-        ok[i] = prepare_request(L, c, xs[i], top + 1);
+        ok[i] = prepare_request(L, c, xs[i], top + 1, &ros[i]);
         if (!ok[i]) {
             lua_createtable(L, 0, 1);
             lua_insert(L, -2);
             lua_setfield(L, -2, "err");
             lua_rawseti(L, 3, (int)i + 1);
-            lua_pop(L, 1);
         }
-        lua_settop(L, 3);
+        lua_settop(L, 5);
     }
     {
         zd_xfer *torun[ZD_MAX_CONCURRENT];
@@ -475,7 +426,7 @@ static int c_request_many(lua_State *L)
         if (closed)
             push_closed(L);
         else
-            zd_response_push(L, c, xs[i], NULL, NULL);
+            zd_response_push(L, c, xs[i], &ros[i]);
         lua_getfield(L, -1, "kind");   /* errors have a kind, metas don't */
         if (!lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -488,6 +439,7 @@ static int c_request_many(lua_State *L)
         }
         lua_rawseti(L, 3, (int)i + 1);
     }
+    lua_settop(L, 3);
     return closed ? 1 : release_buffers(c, 1);
 }
 
@@ -580,10 +532,6 @@ int zd_client_new(lua_State *L)
 }
 
 static const luaL_Reg client_methods[] = {
-    {"upsert", c_upsert},
-    {"bulk_upsert", c_bulk_upsert},
-    {"job_status", c_job_status},
-    {"job_statuses", c_job_statuses},
     {"request", c_request},
     {"request_many", c_request_many},
     {"close", c_close},

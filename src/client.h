@@ -33,6 +33,10 @@ void zd_options_apply(lua_State *L, zd_client *c, int idx);
 /* oauth.c: the transport's on_unauthorized hook (1 refreshed, 0 not, -1 abort) */
 int zd_oauth_refresh(void *ud, zd_xfer *x);
 
+/* lzendesk.c: pushes the set of array keys zendesk.api registered (core.json_config), or nil;
+ * returns its stack index for zd_json_config.arrays */
+int zd_json_arrays_push(lua_State *L);
+
 /* files.c: the module's file functions (fsync, create_private, file_id, getcwd, digest) */
 void zd_files_register(lua_State *L);
 

@@ -5,17 +5,43 @@
 
 extern const char zd_array_mt_key;
 extern const char zd_object_mt_key;
+/* the registry key of the set of array keys (core.json_config) */
+static const char json_arrays_key = 'k';
+
+int zd_json_arrays_push(lua_State *L)
+{
+    zd_rawgetp(L, LUA_REGISTRYINDEX, &json_arrays_key);
+    return lua_gettop(L);
+}
+
+/* json_config{arrays = {key = true, ...}}: the codec's configuration for this Lua state, as
+ * lua-cjson's json_config_t: keys whose empty table is encoded as [] (zendesk.api sets the keys
+ * Zendesk's payloads hold arrays under). Returns the previous set. */
+static int core_json_config(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "arrays");
+    if (!lua_istable(L, 2))
+        return luaL_argerror(L, 1, "arrays must be a table {key = true, ...}");
+    zd_json_arrays_push(L);
+    lua_pushvalue(L, 2);
+    zd_rawsetp(L, LUA_REGISTRYINDEX, &json_arrays_key);
+    return 1;
+}
 
 /* encode(value [, root]) -> json | nil, err */
 static int core_encode(lua_State *L)
 {
     char err[256];
-    const char *root = luaL_optstring(L, 2, "value");
+    zd_json_config cfg;
     zd_buf *b;
+    cfg.root = luaL_optstring(L, 2, "value");
     luaL_checkany(L, 1);
     lua_settop(L, 2);
+    cfg.arrays = zd_json_arrays_push(L);
     b = zd_box_push(L);
-    if (!zd_json_encode(L, 1, b, root, err, sizeof err)) {
+    if (!zd_json_encode(L, 1, b, &cfg, err, sizeof err)) {
         lua_pushnil(L);
         zd_error_push(L, "validation", err);
         return 2;
@@ -119,6 +145,7 @@ static int core_utf8_check(lua_State *L)
 static const luaL_Reg functions[] = {
     {"new", zd_client_new},
     {"encode", core_encode},
+    {"json_config", core_json_config},
     {"decode", core_decode},
     {"error", core_error},
     {"is_error", core_is_error},

@@ -17,6 +17,7 @@ int zd_oauth_refresh(void *ud, zd_xfer *x)
     zd_buf out = {0}, body = {0};
     zd_resp resp;
     char errbuf[CURL_ERROR_SIZE], err[160];
+    zd_json_config cfg = {"oauth", 0};
     CURLcode cc;
     int top = lua_gettop(L), ok = 0;
     (void)x;
@@ -32,7 +33,7 @@ int zd_oauth_refresh(void *ud, zd_xfer *x)
         zd_field_str(L, "client_id", k->v[ZD_CRED_CLIENT_ID]);
     if (k->v[ZD_CRED_CLIENT_SECRET])
         zd_field_str(L, "client_secret", k->v[ZD_CRED_CLIENT_SECRET]);
-    if (!zd_json_encode(L, -1, &body, "oauth", err, sizeof err)) {
+    if (!zd_json_encode(L, -1, &body, &cfg, err, sizeof err)) {
         snprintf(c->refresh_err, sizeof c->refresh_err, "token refresh failed: %s", err);
         goto cleanup;
     }

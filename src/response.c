@@ -300,6 +300,8 @@ static int push_failure(lua_State *L, zd_client *c, zd_xfer *x)
         lua_remove(L, -2);
         lua_setfield(L, -2, "message");
         zd_field_num(L, "curl_code", x->cc);
+        lua_pushboolean(L, zd_cc_sent(x->cc));
+        lua_setfield(L, -2, "sent");
         if (x->held_back) {
             lua_pushboolean(L, 1);
             lua_setfield(L, -2, "not_resent");
@@ -424,32 +426,33 @@ static int job_shape(lua_State *L, int idx, const char *name, char *what, size_t
     return f == NULL;
 }
 
-/* The answer's object under key (on top of the stack) has the shape callers rely on: a user
- * with a positive integer id, a job_status with a string id and status. A 200 without them is
- * no success (issue 12: a string id came back as a user). */
-static int answer_shape(lua_State *L, const char *key, char *what, size_t n)
+/* The answer's object under key (on top of the stack) has the shape the caller promised (the
+ * request option shape): a record with a positive integer id, a job with a string id and
+ * status, or an array of jobs. A 200 without it is no success (issue 12: a string id came back
+ * as a user). */
+static int answer_shape(lua_State *L, const char *key, int shape, char *what, size_t n)
 {
     if (!lua_istable(L, -1)) {
         snprintf(what, n, "\"%s\" is %s, not an object", key, lua_kind(L, -1));
         return 0;
     }
-    if (strcmp(key, "user") == 0) {
+    if (shape == ZD_SHAPE_RECORD) {
         int ok;
         lua_getfield(L, -1, "id");
         ok = is_id(L, -1);
         if (!ok)
-            snprintf(what, n, "user.id is %s, not a positive integer", lua_kind(L, -1));
+            snprintf(what, n, "%s.id is %s, not a positive integer", key, lua_kind(L, -1));
         lua_pop(L, 1);
         return ok;
     }
-    if (strcmp(key, "job_status") == 0)
-        return job_shape(L, -1, "job_status", what, n);
-    if (strcmp(key, "job_statuses") == 0) {
+    if (shape == ZD_SHAPE_JOB)
+        return job_shape(L, -1, key, what, n);
+    if (shape == ZD_SHAPE_JOB_LIST) {
         size_t i, len = zd_rawlen(L, -1);
         for (i = 1; i <= len; i++) {
-            char name[40];
+            char name[96];
             int ok;
-            snprintf(name, sizeof name, "job_statuses[%d]", (int)i);
+            snprintf(name, sizeof name, "%s[%d]", key, (int)i);
             lua_rawgeti(L, -1, (int)i);
             ok = job_shape(L, -1, name, what, n);
             lua_pop(L, 1);
@@ -460,11 +463,13 @@ static int answer_shape(lua_State *L, const char *key, char *what, size_t n)
     return 1;
 }
 
-/* Pushes value, meta for a successful transfer (value = body[key] when key is given, with only
- * the fields in keep of the object under keep->key when keep is given), or nil, err. */
-int zd_response_push(lua_State *L, zd_client *c, zd_xfer *x, const char *key, const zd_keep *keep)
+/* Pushes value, meta for a successful transfer (value = body[ro->answer] when an answer key is
+ * given, with only the kept fields of it when ro->keep is), or nil, err. */
+int zd_response_push(lua_State *L, zd_client *c, zd_xfer *x, const zd_ropts *ro)
 {
     long s = x->resp.status;
+    const char *key = ro ? ro->answer : NULL;
+    const zd_keep *keep = ro && ro->kept ? &ro->keep : NULL;
     if (x->cc != CURLE_OK || s < 200 || s > 299)
         return push_failure(L, c, x);
     zd_scrub_resp(&c->t.creds, &x->resp);
@@ -499,8 +504,8 @@ int zd_response_push(lua_State *L, zd_client *c, zd_xfer *x, const char *key, co
         else
             lua_pushnil(L);
         {
-            char what[96];
-            if (!answer_shape(L, key, what, sizeof what)) {
+            char what[200];
+            if (!answer_shape(L, key, ro->shape, what, sizeof what)) {
                 lua_pop(L, 2);
                 lua_pushnil(L);
                 zd_error_push(L, "invalid_response", NULL);
@@ -514,6 +519,10 @@ int zd_response_push(lua_State *L, zd_client *c, zd_xfer *x, const char *key, co
             }
         }
         lua_remove(L, -2);
+        if (ro->drop_id && lua_istable(L, -1)) {   /* read for the check only */
+            lua_pushnil(L);
+            lua_setfield(L, -2, "id");
+        }
     }
     push_meta(L, x);   /* its header strings were scrubbed in place (zd_scrub_resp) */
     return 2;

@@ -233,6 +233,25 @@ int zd_xfer_prepare(zd_transport *t, zd_xfer *x, const char *method, const char 
     return 1;
 }
 
+/* Whether a transfer that failed with cc may have delivered its request: not when it failed
+ * resolving, connecting or setting up TLS (the request never left); otherwise it may have. */
+int zd_cc_sent(CURLcode cc)
+{
+    switch ((int)cc) {
+    case 5:    /* CURLE_COULDNT_RESOLVE_PROXY */
+    case 6:    /* CURLE_COULDNT_RESOLVE_HOST */
+    case 7:    /* CURLE_COULDNT_CONNECT */
+    case 35:   /* CURLE_SSL_CONNECT_ERROR: the handshake */
+    case 51:   /* the peer's certificate (older libcurl) */
+    case 58:   /* CURLE_SSL_CERTPROBLEM: our client certificate */
+    case 60:   /* CURLE_PEER_FAILED_VERIFICATION */
+    case 77:   /* CURLE_SSL_CACERT_BADFILE */
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 int zd_cc_retryable(CURLcode cc)
 {
     switch (cc) {
@@ -299,7 +318,7 @@ static int finish(zd_transport *t, zd_xfer *x)
         if (!zd_cc_retryable(x->cc))
             return 0;
         /* before the connection stood, nothing was sent; after, the server may have it */
-        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST) {
+        if (x->no_resend && zd_cc_sent(x->cc)) {
             x->held_back = 1;
             return 0;
         }

@@ -80,5 +80,6 @@ size_t zd_xfer_held(const zd_xfer *x);
 double zd_now(void);
 void zd_sleep(double seconds);
 int zd_cc_retryable(CURLcode cc);
+int zd_cc_sent(CURLcode cc);
 
 #endif

@@ -57,7 +57,14 @@ int zd_valid_email(const char *s, size_t n);
 /* the length of the UTF-8 sequence at s that the encoder takes (no overlong forms, no
  * surrogates, nothing above U+10FFFF), or 0 */
 size_t zd_utf8_len(const unsigned char *s, size_t n);
-int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
+/* What the caller tells the codec (as lua-cjson's json_config_t): the name of the value in error
+ * paths, and the stack index of a set {key = true} of keys whose empty table is a JSON array
+ * (0: none; the core passes the set zendesk.api registered with core.json_config). */
+typedef struct {
+    const char *root;
+    int arrays;
+} zd_json_config;
+int zd_json_encode(lua_State *L, int idx, zd_buf *out, const zd_json_config *cfg, char *err, size_t errlen);
 int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
 /* Only some fields of one object: in the top-level object, the object under `key` keeps only
  * the members named in names (the rest is checked but not made into Lua values). */

@@ -1,6 +1,7 @@
 -- zendesk.users: checks a user table against what Zendesk accepts, before any I/O, so a
 -- bad row fails locally with a message naming the field instead of costing a request.
 local core = require "zendesk.core"
+local MAX_USERS = require("zendesk.api").MAX_USERS
 
 local floor, huge = math.floor, math.huge
 local concat, pairs, next, rawget, type, tostring = table.concat, pairs, next, rawget, type, tostring
@@ -303,7 +304,7 @@ function _M.check_upsert_opts(opts, method)
   end
 end
 
--- The same before a bulk upsert of 1 to 100 users.
+-- The same before a bulk upsert of 1 to MAX_USERS (api.lua) users.
 function _M.check_upsert_many_arg(list, method)
   if type(list) ~= "table" then
     error(method .. ": argument 'users' must be an array of user tables, got " .. type(list), 3)
@@ -312,8 +313,8 @@ function _M.check_upsert_many_arg(list, method)
     return nil, core.error{ kind = "validation", path = "users", message = "users: " .. DISGUISED }
   end
   local n = #list
-  if n < 1 or n > 100 then
-    error(method .. ": expected 1 to 100 users, got " .. n, 3)
+  if n < 1 or n > MAX_USERS then
+    error(method .. ": expected 1 to " .. MAX_USERS .. " users, got " .. n, 3)
   end
   return _M.validate_list(list, "users")
 end
