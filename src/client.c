@@ -192,13 +192,13 @@ static const char *ropt_string(lua_State *L, int idx, const char *name)
 
 /* keep = {"name", ...}: only those fields of the answer's object under ro->answer become Lua
  * values; its id is read whatever the fields (the shape check needs it) and dropped after. */
-static void ropt_keep(lua_State *L, int idx, zd_ropts *ro)
+static int ropt_keep(lua_State *L, int idx, zd_ropts *ro)
 {
     lua_Integer i, n;
     lua_getfield(L, idx, "keep");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        return;
+        return 0;
     }
     n = lua_istable(L, -1) ? (lua_Integer)zd_rawlen(L, -1) : 0;
     if (n < 1 || n > ZD_MAX_KEEP || !ro->answer)
@@ -219,11 +219,12 @@ static void ropt_keep(lua_State *L, int idx, zd_ropts *ro)
     ro->kept = 1;
     for (i = 0; i < n; i++)
         if (ro->lens[i] == 2 && memcmp(ro->names[i], "id", 2) == 0)
-            return;
+            return 1;
     ro->names[n] = "id";
     ro->lens[n] = 2;
     ro->keep.n = (int)n + 1;
     ro->drop_id = 1;
+    return 1;
 }
 
 /* Reads a request's options (see response.h, zd_ropts) from the table at idx (nil: none). */
@@ -231,7 +232,11 @@ static void read_ropts(lua_State *L, int idx, const char *method, zd_ropts *ro)
 {
     static const char *const known[] = {"wrap", "answer", "shape", "keep", "resend", "name", NULL};
     static const char *const shapes[] = {"any", "record", "job", "job_list", NULL};
-    memset(ro, 0, sizeof *ro);
+    int nkeys = 0, nknown = 0;
+    /* the names and lens arrays are only read up to keep.n: not cleared */
+    ro->wrap = ro->answer = NULL;
+    ro->shape = ZD_SHAPE_ANY;
+    ro->kept = ro->drop_id = 0;
     /* a request that may have taken effect is resent only when sending it twice does what
      * sending it once does: by default GET, PUT and DELETE */
     ro->resend = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
@@ -240,18 +245,9 @@ static void read_ropts(lua_State *L, int idx, const char *method, zd_ropts *ro)
     if (!lua_istable(L, idx))
         luaL_error(L, "zendesk: request options must be a table");
     idx = zd_absindex(L, idx);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int i, found = 0;
-        lua_pop(L, 1);
-        for (i = 0; known[i] && lua_type(L, -1) == LUA_TSTRING; i++)
-            found |= strcmp(known[i], lua_tostring(L, -1)) == 0;
-        if (!found)
-            luaL_error(L, "zendesk: unknown request option '%s'", lua_type(L, -1) == LUA_TSTRING
-                       ? lua_tostring(L, -1) : luaL_typename(L, -1));
-    }
     ro->wrap = ropt_string(L, idx, "wrap");
     ro->answer = ropt_string(L, idx, "answer");
+    nknown = (ro->wrap != NULL) + (ro->answer != NULL);
     lua_getfield(L, idx, "shape");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING || !ro->answer)
@@ -260,16 +256,37 @@ static void read_ropts(lua_State *L, int idx, const char *method, zd_ropts *ro)
             ;
         if (!shapes[ro->shape])
             luaL_error(L, "zendesk: request option 'shape' must be one of any, record, job, job_list");
+        nknown++;
     }
-    lua_pop(L, 1);
     lua_getfield(L, idx, "resend");
     if (!lua_isnil(L, -1)) {
         if (!lua_isboolean(L, -1))
             luaL_error(L, "zendesk: request option 'resend' must be a boolean");
         ro->resend = lua_toboolean(L, -1);
+        nknown++;
     }
-    lua_pop(L, 1);
-    ropt_keep(L, idx, ro);
+    lua_getfield(L, idx, "name");
+    nknown += !lua_isnil(L, -1);
+    lua_pop(L, 3);
+    nknown += ropt_keep(L, idx, ro);
+    /* any other key is a mistake: counted first, named only when there is one */
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        nkeys++;
+    }
+    if (nkeys != nknown) {
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            int i, found = 0;
+            lua_pop(L, 1);
+            for (i = 0; known[i] && lua_type(L, -1) == LUA_TSTRING; i++)
+                found |= strcmp(known[i], lua_tostring(L, -1)) == 0;
+            if (!found)
+                luaL_error(L, "zendesk: unknown request option '%s'", lua_type(L, -1) == LUA_TSTRING
+                           ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        }
+    }
 }
 
 static const char *check_method(lua_State *L, int idx)
@@ -291,29 +308,28 @@ static int hex_digit(unsigned char ch)
  * layer's (zendesk.api). */
 static int valid_path(const char *p, size_t n)
 {
-    size_t i, seg = 1, q = n;
+    size_t i, seg = 1;
+    int query = 0;
     if (n == 0 || n > 2048 || p[0] != '/' || (n > 1 && p[1] == '/'))
         return 0;
-    for (i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
+    for (i = 0; i <= n; i++) {
+        unsigned char ch = i < n ? (unsigned char)p[i] : '?';
         if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '\\' || ch == '"' || ch == '<' || ch == '>')
             return 0;
-        if (ch == '?' && q == n)
-            q = i;
-    }
-    for (i = 0; i <= q; i++) {
-        if (i < q && p[i] == '%') {
-            int hi = i + 2 < q ? hex_digit((unsigned char)p[i + 1]) : -1;
+        if (query)
+            continue;
+        if (ch == '%') {
+            int hi = i + 2 < n ? hex_digit((unsigned char)p[i + 1]) : -1;
             int lo = hi >= 0 ? hex_digit((unsigned char)p[i + 2]) : -1;
-            int ch = hi * 16 + lo;
-            if (lo < 0 || ch == '.' || ch == '/' || ch == '\\' || ch == '%' || ch < 0x20 || ch == 0x7f)
+            int e = hi * 16 + lo;
+            if (lo < 0 || e == '.' || e == '/' || e == '\\' || e == '%' || e < 0x20 || e == 0x7f)
                 return 0;
-        }
-        if (i == q || p[i] == '/') {
+        } else if (ch == '/' || ch == '?') {
             size_t len = i - seg;   /* the segment p[seg..i) */
             if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
                 return 0;
             seg = i + 1;
+            query = ch == '?';
         }
     }
     return strstr(p, "/..") == NULL;
