@@ -38,7 +38,7 @@ void zd_creds_index(zd_creds *k)
 /* Keeps a replaced token as a secret (the oldest one goes when the list is full): a server may
  * still echo it. The last ones only, so that memory stays bounded in a process that refreshes
  * for months. */
-void zd_creds_retire(zd_creds *k, char *s)
+static void retire(zd_creds *k, char *s)
 {
     if (!s)
         return;
@@ -57,7 +57,7 @@ void zd_creds_retire(zd_creds *k, char *s)
 /* Replaces a token with a copy of v, the old one retired; the caller re-indexes. */
 void zd_creds_replace(zd_creds *k, int which, const char *v)
 {
-    zd_creds_retire(k, k->v[which]);
+    retire(k, k->v[which]);
     k->v[which] = zd_strdup_secret(v);
 }
 
@@ -115,7 +115,7 @@ void zd_creds_free(zd_creds *k)
 /* ---- scrubbing ---- */
 
 /* Whether s[0..n) holds a secret. */
-int zd_scrub_holds(const zd_creds *c, const char *s, size_t n)
+static int holds_secret(const zd_creds *c, const char *s, size_t n)
 {
     int k;
     for (k = 0; k < c->nsec; k++)
@@ -218,7 +218,7 @@ static void scrub_fixed(const zd_creds *c, char *v, size_t cap)
     char tmp[600];
     size_t n = strlen(v);
     int cut = n == cap - 1;
-    if (!cut && !zd_scrub_holds(c, v, n))
+    if (!cut && !holds_secret(c, v, n))
         return;
     if (cap > sizeof tmp)
         cap = sizeof tmp;
@@ -244,7 +244,7 @@ static void scrub_value(lua_State *L, const zd_creds *c)
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *v = lua_tolstring(L, -1, &n);
-        if (zd_scrub_holds(c, v, n)) {
+        if (holds_secret(c, v, n)) {
             zd_scrub_push(L, c, v, n);
             lua_remove(L, -2);
         }
@@ -295,7 +295,7 @@ static void scrub_tree(lua_State *L, const zd_creds *c, int t, int depth)
         if (lua_type(L, -2) == LUA_TSTRING) {
             size_t n;
             const char *k = lua_tolstring(L, -2, &n);
-            if (zd_scrub_holds(c, k, n)) {
+            if (holds_secret(c, k, n)) {
                 lua_pushvalue(L, -2);
                 lua_rawseti(L, -4, ++renames);
             }
@@ -303,7 +303,7 @@ static void scrub_tree(lua_State *L, const zd_creds *c, int t, int depth)
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t n;
             const char *v = lua_tolstring(L, -1, &n);
-            if (zd_scrub_holds(c, v, n)) {
+            if (holds_secret(c, v, n)) {
                 lua_pushvalue(L, -2);
                 zd_scrub_push(L, c, v, n);
                 lua_rawset(L, t);

@@ -8,12 +8,10 @@
 #define ZD_REDACTED "[redacted]"
 
 void zd_creds_index(zd_creds *k);
-void zd_creds_retire(zd_creds *k, char *s);
 void zd_creds_replace(zd_creds *k, int which, const char *v);
 int zd_creds_set_basic(zd_creds *k);
 void zd_creds_free(zd_creds *k);
 
-int zd_scrub_holds(const zd_creds *k, const char *s, size_t n);
 void zd_scrub_push(lua_State *L, const zd_creds *k, const char *s, size_t n);
 size_t zd_scrub_into(const zd_creds *k, const char *s, size_t n, char *out, size_t cap, int was_cut);
 void zd_scrub_resp(const zd_creds *k, zd_resp *r);
