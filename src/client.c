@@ -30,7 +30,9 @@ static zd_client *check_client(lua_State *L, const char *method, int ropts)
 
 /* ---- hooks called from the transport loop ---- */
 
-int zd_client_event(zd_client *c)
+/* Hands the event table on top of the stack (popped) to on_event. 0 goes on; -1 ends the run:
+ * the callback raised (the error is parked) or closed the client. */
+int zd_client_emit(zd_client *c)
 {
     lua_State *L = c->L;
     if (c->on_event == LUA_NOREF) {
@@ -65,7 +67,7 @@ static int hook_retry(void *ud, zd_xfer *x, const char *reason, double wait)
     if (x->resp.request_id[0])
         zd_field_str(L, "request_id", x->resp.request_id);
     zd_scrub_table(L, &c->t.creds, -1);   /* every string of an event, as of an error */
-    return zd_client_event(c);
+    return zd_client_emit(c);
 }
 
 /* Ends a call: buffers that grew past ZD_KEEP_BYTES go back (issue 12: 60 answers of a gzip

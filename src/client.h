@@ -25,7 +25,7 @@ typedef struct {
 /* client.c */
 int zd_client_new(lua_State *L);
 void zd_client_register(lua_State *L);
-int zd_client_event(zd_client *c);
+int zd_client_emit(zd_client *c);
 
 /* options.c: reads zendesk.new's options table at idx into c (raises on a bad one) */
 void zd_options_apply(lua_State *L, zd_client *c, int idx);

@@ -98,7 +98,7 @@ int zd_oauth_refresh(void *ud, zd_xfer *x)
         }
         lua_createtable(L, 0, 2);
         zd_field_str(L, "type", "token_refresh");
-        if (zd_client_event(c) < 0)
+        if (zd_client_emit(c) < 0)
             ok = -1;
     }
 cleanup:

@@ -279,7 +279,7 @@ static double backoff(zd_transport *t, int attempt)
     return cap * rnd(t);
 }
 
-static void start(zd_transport *t, zd_xfer *x)
+static void start_attempt(zd_transport *t, zd_xfer *x)
 {
     if (x->auth_gen != t->auth_gen) {
         set_auth(t, x->easy);
@@ -302,7 +302,7 @@ static void start(zd_transport *t, zd_xfer *x)
 }
 
 /* Decides what an attempt that just ended leads to: done, or another attempt later. */
-static int finish(zd_transport *t, zd_xfer *x)
+static int end_attempt(zd_transport *t, zd_xfer *x)
 {
     char reason[64];
     double wait;
@@ -393,7 +393,7 @@ int zd_transport_run(zd_transport *t, zd_xfer **xs, size_t n)
 
         for (i = 0; i < n; i++)
             if (xs[i]->state == ZD_X_WAITING && xs[i]->wake_at <= now) {
-                start(t, xs[i]);
+                start_attempt(t, xs[i]);
                 if (xs[i]->state == ZD_X_DONE)
                     left--;
             }
@@ -406,7 +406,7 @@ int zd_transport_run(zd_transport *t, zd_xfer **xs, size_t n)
             curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
             x->cc = m->data.result;
             curl_multi_remove_handle(t->multi, e);   /* m is invalid from here */
-            if (finish(t, x) < 0) {
+            if (end_attempt(t, x) < 0) {
                 abort_all(t, xs, n);
                 return -1;
             }
