@@ -403,6 +403,7 @@ int zd_json_encode(lua_State *L, int idx, zd_buf *out, const zd_json_config *cfg
 /* pairs (and elements) gathered on the Lua stack before the table is made at its final size;
  * a larger object or array goes on in a table that grows */
 #define ZD_GATHER 64
+#define ZD_WALK static inline __attribute__((always_inline))
 
 typedef struct {
     lua_State *L;
@@ -524,7 +525,7 @@ static void watch_string(dec *d)
 
 /* d->p is just past the opening quote; reads the string, checked the same way whether it is
  * built (pushed) or not */
-static int dec_string(dec *d, int build)
+ZD_WALK int dec_string(dec *d, int build)
 {
     const char *s = d->p, *q = s;
     luaL_Buffer b;
@@ -576,7 +577,7 @@ static int dec_string(dec *d, int build)
 }
 
 /* reads the number at d->p, pushed when build */
-static int dec_number(dec *d, int build)
+ZD_WALK int dec_number(dec *d, int build)
 {
     const char *s = d->p, *q = s;
     int neg = 0, integral = 1, digits = 0;
@@ -669,7 +670,30 @@ static int dec_number(dec *d, int build)
     }
 }
 
-static int dec_value(dec *d, int build);
+/* The walks take build as a constant: each is made twice by the compiler, once that builds
+ * values and once that only checks them (build_* and check_*, at the end), so that the one walk
+ * in the source costs no branch on build at run time. dec_value / dec_object / dec_array pick. */
+static int build_value(dec *d);
+static int check_value(dec *d);
+static int build_object(dec *d, int filter);
+static int check_object(dec *d);
+static int build_array(dec *d);
+static int check_array(dec *d);
+
+ZD_WALK int dec_value(dec *d, int build)
+{
+    return build ? build_value(d) : check_value(d);
+}
+
+ZD_WALK int dec_object(dec *d, int filter, int build)
+{
+    return build ? build_object(d, filter) : check_object(d);
+}
+
+ZD_WALK int dec_array(dec *d, int build)
+{
+    return build ? build_array(d) : check_array(d);
+}
 
 /* Whether the key s[0..n) is one the caller keeps. */
 static int kept_key(const zd_keep *k, const char *s, size_t n)
@@ -720,7 +744,6 @@ static int dec_key(dec *d, int filter, int *want)
     return 1;
 }
 
-static int dec_object(dec *d, int filter, int build);
 
 /* The value of a key at d->p: when it is keep->key's object, read with only the kept fields. */
 static int dec_member(dec *d, int kept_object)
@@ -741,7 +764,7 @@ static int dec_member(dec *d, int kept_object)
 
 /* d->p is just past '{'; with build, pushes the table. With filter (this object is the value of
  * keep->key), only the kept fields are made into Lua values; the others are checked only. */
-static int dec_object(dec *d, int filter, int build)
+ZD_WALK int walk_object(dec *d, int filter, int build)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i, sub, want;
@@ -826,7 +849,7 @@ static int dec_object(dec *d, int filter, int build)
 }
 
 /* d->p is just past '['; with build, pushes the table */
-static int dec_array(dec *d, int build)
+ZD_WALK int walk_array(dec *d, int build)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i;
@@ -885,7 +908,7 @@ static int dec_literal(dec *d, const char *word, size_t n)
 }
 
 /* Reads the value at d->p, as strictly whether it is built or not; with build, pushes it. */
-static int dec_value(dec *d, int build)
+ZD_WALK int walk_value(dec *d, int build)
 {
     int ok;
     skip_ws(d);
@@ -923,6 +946,36 @@ static int dec_value(dec *d, int build)
     default:
         return dec_number(d, build);
     }
+}
+
+static int build_value(dec *d)
+{
+    return walk_value(d, 1);
+}
+
+static int check_value(dec *d)
+{
+    return walk_value(d, 0);
+}
+
+static int build_object(dec *d, int filter)
+{
+    return walk_object(d, filter, 1);
+}
+
+static int check_object(dec *d)
+{
+    return walk_object(d, 0, 0);
+}
+
+static int build_array(dec *d)
+{
+    return walk_array(d, 1);
+}
+
+static int check_array(dec *d)
+{
+    return walk_array(d, 0);
 }
 
 /* Runs under lua_pcall, so that running out of memory half-way is an error, not a longjmp
