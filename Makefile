@@ -17,7 +17,8 @@ LUA_ABI := $(patsubst lua%,%,$(LUA))
 endif
 
 BUILD := build/$(LUA)
-SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/client.c
+SRCS := src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/scrub.c src/response.c \
+  src/oauth.c src/options.c src/files.c src/client.c src/lzendesk.c
 OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
 MODULE := $(BUILD)/zendesk/core.so
 # the state store's SQLite binding (issue 16): its own module, so the core needs no libsqlite3
@@ -36,12 +37,12 @@ DEB_PACKAGES := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted l
   gcc make curl openssl valgrind ca-certificates procps time \
   clang libclang-rt-14-dev lua-rex-pcre2 libsqlite3-dev
 
-.PHONY: all build deps env test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
+.PHONY: all build deps env print-srcs test test-valgrind test-asan fuzz check-rockspec clean install demo bench lint
 
 all: build
 build: $(MODULE) $(SQLITE_MODULE)
 
-$(BUILD)/%.o: src/%.c src/zd.h src/compat.h src/transport.h | $(BUILD)/zendesk
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/zendesk
 	$(CC) $(CFLAGS) $(ZD_CFLAGS) -c -o $@ $<
 
 $(MODULE): $(OBJS)
@@ -52,6 +53,10 @@ $(SQLITE_MODULE): src/sqlite.c src/compat.h | $(BUILD)/zendesk
 
 $(BUILD)/zendesk:
 	mkdir -p $@
+
+# The C sources, for scripts that build the core their own way (scripts/asan.sh).
+print-srcs:
+	@echo $(SRCS)
 
 deps:
 	@./scripts/deps.sh $(DEB_PACKAGES)

@@ -22,7 +22,8 @@ build = {
   type = "builtin",
   modules = {
     ["zendesk.core"] = {
-      sources = { "src/buf.c", "src/headers.c", "src/json.c", "src/transport.c", "src/email.c", "src/client.c" },
+      sources = { "src/buf.c", "src/headers.c", "src/json.c", "src/transport.c", "src/email.c", "src/scrub.c",
+        "src/response.c", "src/oauth.c", "src/options.c", "src/files.c", "src/client.c", "src/lzendesk.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)", "src" },
       libdirs = { "$(CURL_LIBDIR)" },

@@ -185,8 +185,9 @@ static void encode_one(int idx)
 {
     zd_buf out = {0};
     char err[256];
+    zd_json_config cfg = {"value", 0};
     memset(err, 'x', sizeof err);
-    if (zd_json_encode(L, idx, &out, "value", err, sizeof err)) {
+    if (zd_json_encode(L, idx, &out, &cfg, err, sizeof err)) {
         int top = lua_gettop(L);
         if (!out.p)
             abort();

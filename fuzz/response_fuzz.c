@@ -1,25 +1,36 @@
 /* response_fuzz.c: libFuzzer target for what the client makes of a whole answer: status line and
  * headers, then the body (JSON, text, HTML, anything), turned into (value, meta) or (nil, err)
- * by push_result / push_failure in src/client.c, and err's tostring. client.c is included so
- * that its static functions can be driven without a network. Input: byte 0 picks the status,
+ * by zd_response_push (src/response.c, linked with the core's other files), and err's tostring,
+ * driven without a network. Input: byte 0 picks the status,
  * byte 1 the expected key and whether the transfer failed in libcurl, then header lines up to
  * an empty line, then the body. Checked: no crash, (value, meta) or (nil, err) with a kind and a
  * message, never a raise; the client holds recognisable secrets and none may appear in any string
  * of the error (message, code, details and their keys, request id, tostring). */
-#include "../src/client.c"
-
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <lualib.h>
+#include "response.h"
+
+int luaopen_zendesk_core(lua_State *L);
 
 static lua_State *FL;
 static zd_client FC;
 
 static const long statuses[] = { 200, 201, 400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504 };
-static const char *const wanted[] = { NULL, "user", "job_status", "job_statuses" };
+/* the request options zendesk.api gives: none, an upsert, a job, several jobs */
+static const zd_ropts wanted[] = {
+    { NULL, NULL, ZD_SHAPE_ANY, 1, 0, 0, {0}, {0}, {0} },
+    { "user", "user", ZD_SHAPE_RECORD, 1, 0, 0, {0}, {0}, {0} },
+    { NULL, "job_status", ZD_SHAPE_JOB, 1, 0, 0, {0}, {0}, {0} },
+    { NULL, "job_statuses", ZD_SHAPE_JOB_LIST, 1, 0, 0, {0}, {0}, {0} },
+};
 static const char *const secrets[] = { "SECRETpassword1", "SECRETbearer22", "SECRETrefresh333", "SECRETclient4444" };
 
 typedef struct {
     zd_xfer *x;
-    const char *key;
+    const zd_ropts *ro;
 } job;
 
 static int drive(lua_State *L)
@@ -27,7 +38,7 @@ static int drive(lua_State *L)
     job *j = lua_touserdata(L, 1);
     lua_settop(L, 0);
     FC.L = L;
-    push_result(L, &FC, j->x, j->key);
+    zd_response_push(L, &FC, j->x, j->ro);
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
         lua_pop(L, 1);
         luaL_tolstring(L, -1, NULL);   /* __tostring of an error table */
@@ -88,11 +99,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         luaL_openlibs(FL);
         luaL_requiref(FL, "zendesk.core", luaopen_zendesk_core, 0);
         lua_pop(FL, 1);
-        FC.t.password = strdup(secrets[0]);
-        FC.t.bearer = strdup(secrets[1]);
-        FC.refresh_token = strdup(secrets[2]);
-        FC.client_secret = strdup(secrets[3]);
-        update_secrets(&FC);   /* the scrubber reads the list built from them, as core_new does */
+        FC.t.creds.v[ZD_CRED_PASSWORD] = strdup(secrets[0]);
+        FC.t.creds.v[ZD_CRED_BEARER] = strdup(secrets[1]);
+        FC.t.creds.v[ZD_CRED_REFRESH] = strdup(secrets[2]);
+        FC.t.creds.v[ZD_CRED_CLIENT_SECRET] = strdup(secrets[3]);
+        zd_creds_index(&FC.t.creds);   /* the scrubber reads the list built from them, as options.c does */
         FC.open = 1;
     }
     if (size < 2)
@@ -135,7 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         zd_buf_add(&x.body, p, (size_t)(end - p));
     }
     j.x = &x;
-    j.key = wanted[flags & 3];
+    j.ro = &wanted[flags & 3];
     lua_settop(FL, 0);
     lua_pushcfunction(FL, drive);
     lua_pushlightuserdata(FL, &j);

@@ -19,7 +19,7 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 PKG_CFLAGS=$(pkg-config --cflags lua5.4 libcurl)
 PKG_LIBS=$(pkg-config --libs libcurl)
 objs=()
-for src in src/buf.c src/headers.c src/json.c src/transport.c src/email.c src/client.c; do
+for src in $(make -s print-srcs); do
     obj="$OUT/$(basename "${src%.c}").o"
     # shellcheck disable=SC2086
     $CC -O1 -g $SAN -std=c99 -fPIC -fvisibility=hidden $WARN $PKG_CFLAGS -c -o "$obj" "$src" || exit 1

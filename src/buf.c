@@ -90,3 +90,8 @@ void zd_free_secret(char **s)
         *s = NULL;
     }
 }
+
+int zd_has_crlf(const char *s, size_t n)
+{
+    return memchr(s, '\r', n) || memchr(s, '\n', n) || memchr(s, '\0', n);
+}

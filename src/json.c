@@ -1,6 +1,6 @@
 #define _GNU_SOURCE
 /* json.c: Lua values <-> JSON text, both ways here so that integers stay exact, empty arrays
- * stay arrays and a bad value is named by its path. */
+ * stay arrays (by marker or by the caller's array keys) and a bad value is named by its path. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,13 +10,6 @@
 
 #define ZD_MAX_DEPTH 64
 #define ZD_MAX_JSON (64u * 1024u * 1024u)
-
-/* Keys whose value is a JSON array in Zendesk's user and job payloads: an empty Lua table
- * under one of them is sent as [] rather than {}. */
-static const char *const array_keys[] = {
-    "tags", "identities", "agent_brand_ids", "users", "ids", "external_ids",
-    "organization_ids", "group_ids", "brand_ids", "results", "job_statuses", NULL
-};
 
 /* Metatables a caller can set to force an empty table's shape (zendesk.array / zendesk.object). */
 const char zd_array_mt_key = 'a';
@@ -34,6 +27,7 @@ typedef struct {
     char *err;
     size_t errlen;
     const char *root;
+    int arrays;        /* stack index of the caller's set of array keys, or 0 */
     int depth;
     const void *seen[ZD_MAX_DEPTH];
     seg path[ZD_MAX_DEPTH + 1];
@@ -221,17 +215,18 @@ static int has_marker(lua_State *L, int idx, const char *key)
 static int empty_is_array(enc *e, int idx)
 {
     const seg *s = &e->path[e->depth];
-    int i;
+    int yes;
     if (has_marker(e->L, idx, &zd_array_mt_key))
         return 1;
     if (has_marker(e->L, idx, &zd_object_mt_key))
         return 0;
-    if (e->depth == 0 || s->key == NULL)
+    if (e->depth == 0 || s->key == NULL || !e->arrays)
         return 0;
-    for (i = 0; array_keys[i]; i++)
-        if (strlen(array_keys[i]) == s->keylen && memcmp(array_keys[i], s->key, s->keylen) == 0)
-            return 1;
-    return 0;
+    lua_pushlstring(e->L, s->key, s->keylen);
+    lua_rawget(e->L, e->arrays);
+    yes = lua_toboolean(e->L, -1);
+    lua_pop(e->L, 1);
+    return yes;
 }
 
 static int put_value(enc *e, int idx);
@@ -374,10 +369,12 @@ static int put_value(enc *e, int idx)
     }
 }
 
-int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen)
+int zd_json_encode(lua_State *L, int idx, zd_buf *out, const zd_json_config *cfg, char *err, size_t errlen)
 {
     enc e;
+    const char *root = cfg->root;
     memset(&e, 0, sizeof e);
+    e.arrays = cfg->arrays && lua_istable(L, cfg->arrays) ? zd_absindex(L, cfg->arrays) : 0;
     e.L = L;
     e.out = out;
     e.err = err;
@@ -389,11 +386,6 @@ int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *e
     if (e.oom && !err[0])
         snprintf(err, errlen, "%s: out of memory", root);
     return 0;
-}
-
-int zd_is_null(lua_State *L, int idx)
-{
-    return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
 /* ---- decoding ----
@@ -411,6 +403,7 @@ int zd_is_null(lua_State *L, int idx)
 /* pairs (and elements) gathered on the Lua stack before the table is made at its final size;
  * a larger object or array goes on in a table that grows */
 #define ZD_GATHER 64
+#define ZD_WALK static inline __attribute__((always_inline))
 
 typedef struct {
     lua_State *L;
@@ -530,28 +523,36 @@ static void watch_string(dec *d)
         }
 }
 
-/* d->p is just past the opening quote; pushes the string */
-static int dec_string(dec *d)
+/* d->p is just past the opening quote; reads the string, checked the same way whether it is
+ * built (pushed) or not */
+/* not inlined into the walks: its luaL_Buffer (8 KB on LuaJIT) would sit in every level of a
+ * 1,000-level document's C stack */
+static __attribute__((noinline)) int dec_string(dec *d, int build)
 {
     const char *s = d->p, *q = s;
     luaL_Buffer b;
     while (q < d->end && !str_stop[(unsigned char)*q])
         q++;
     if (q < d->end && *q == '"') {   /* the common case: no escape */
-        lua_pushlstring(d->L, s, (size_t)(q - s));
+        if (build)
+            lua_pushlstring(d->L, s, (size_t)(q - s));
         d->p = q + 1;
         return 1;
     }
-    luaL_buffinit(d->L, &b);
-    luaL_addlstring(&b, s, (size_t)(q - s));
+    if (build) {
+        luaL_buffinit(d->L, &b);
+        luaL_addlstring(&b, s, (size_t)(q - s));
+    }
     while (q < d->end) {
         unsigned cp;
         int n;
         if (*q == '"') {
-            luaL_pushresult(&b);
             d->p = q + 1;
-            if (d->watch && !d->watch->hit)
-                watch_string(d);
+            if (build) {
+                luaL_pushresult(&b);
+                if (d->watch && !d->watch->hit)
+                    watch_string(d);
+            }
             return 1;
         }
         if (*q == '\0') {
@@ -562,21 +563,23 @@ static int dec_string(dec *d)
             const char *r = q;
             while (r < d->end && !str_stop[(unsigned char)*r])
                 r++;
-            luaL_addlstring(&b, q, (size_t)(r - q));
+            if (build)
+                luaL_addlstring(&b, q, (size_t)(r - q));
             q = r;
             continue;
         }
         if (!(n = read_escape(d, q, &cp)))
             return 0;
-        add_utf8(&b, cp);
+        if (build)
+            add_utf8(&b, cp);
         q += n;
     }
     d->p = d->end;
     return dec_fail(d, "unterminated string");
 }
 
-/* pushes the number at d->p */
-static int dec_number(dec *d)
+/* reads the number at d->p, pushed when build */
+static __attribute__((noinline)) int dec_number(dec *d, int build)
 {
     const char *s = d->p, *q = s;
     int neg = 0, integral = 1, digits = 0;
@@ -621,6 +624,8 @@ static int dec_number(dec *d)
         }
     }
     d->p = q;
+    if (!build)
+        return 1;
 #if ZD_HAS_INTEGERS
     if (integral && digits <= 18) {   /* below 10^18: exact in an int64 */
         lua_pushinteger(d->L, neg ? -(lua_Integer)v : (lua_Integer)v);
@@ -667,106 +672,29 @@ static int dec_number(dec *d)
     }
 }
 
-static int dec_value(dec *d);
-static int dec_literal(dec *d, const char *word, size_t n);
+/* The walks take build as a constant: each is made twice by the compiler, once that builds
+ * values and once that only checks them (build_* and check_*, at the end), so that the one walk
+ * in the source costs no branch on build at run time. dec_value / dec_object / dec_array pick. */
+static int build_value(dec *d);
+static int check_value(dec *d);
+static int build_object(dec *d, int filter);
+static int check_object(dec *d);
+static int build_array(dec *d);
+static int check_array(dec *d);
 
-/* ---- skipping a value: checked as strictly as it is read, but nothing is pushed ---- */
-
-static int skip_value(dec *d);
-
-/* d->p is just past the opening quote */
-static int skip_string(dec *d)
+ZD_WALK int dec_value(dec *d, int build)
 {
-    const char *q = d->p;
-    for (;;) {
-        unsigned cp;
-        int n;
-        while (q < d->end && !str_stop[(unsigned char)*q])
-            q++;
-        if (q >= d->end) {
-            d->p = d->end;
-            return dec_fail(d, "unterminated string");
-        }
-        if (*q == '"') {
-            d->p = q + 1;
-            return 1;
-        }
-        if (*q == '\0') {
-            d->p = q;
-            return dec_fail(d, "NUL byte in a string");
-        }
-        if (!(n = read_escape(d, q, &cp)))
-            return 0;
-        q += n;
-    }
+    return build ? build_value(d) : check_value(d);
 }
 
-/* d->p is just past '{' or '[' */
-static int skip_container(dec *d, char close)
+ZD_WALK int dec_object(dec *d, int filter, int build)
 {
-    skip_ws(d);
-    if (d->p < d->end && *d->p == close) {
-        d->p++;
-        return 1;
-    }
-    for (;;) {
-        if (close == '}') {
-            if (d->p >= d->end || *d->p != '"')
-                return dec_fail(d, "expected a string key");
-            d->p++;
-            if (!skip_string(d))
-                return 0;
-            skip_ws(d);
-            if (d->p >= d->end || *d->p != ':')
-                return dec_fail(d, "expected ':' after a key");
-            d->p++;
-        }
-        if (!skip_value(d))
-            return 0;
-        skip_ws(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            skip_ws(d);
-            continue;
-        }
-        if (d->p < d->end && *d->p == close) {
-            d->p++;
-            return 1;
-        }
-        return dec_fail(d, close == '}' ? "expected ',' or '}' in an object"
-                                        : "expected ',' or ']' in an array");
-    }
+    return build ? build_object(d, filter) : check_object(d);
 }
 
-static int skip_value(dec *d)
+ZD_WALK int dec_array(dec *d, int build)
 {
-    int ok;
-    skip_ws(d);
-    if (d->p >= d->end)
-        return dec_fail(d, "unexpected end of the text");
-    switch (*d->p) {
-    case '"':
-        d->p++;
-        return skip_string(d);
-    case '{':
-    case '[':
-        if (++d->depth > ZD_MAX_DECODE_DEPTH)
-            return dec_fail(d, "nested more than 1000 levels deep");
-        ok = skip_container(d, *d->p++ == '{' ? '}' : ']');
-        d->depth--;
-        return ok;
-    case 't':
-        return dec_literal(d, "true", 4);
-    case 'f':
-        return dec_literal(d, "false", 5);
-    case 'n':
-        return dec_literal(d, "null", 4);
-    default:
-        if (!dec_number(d))   /* cheap to push: no allocation below 64 characters */
-            return 0;
-        lua_pop(d->L, 1);
-        return 1;
-    }
+    return build ? build_array(d) : check_array(d);
 }
 
 /* Whether the key s[0..n) is one the caller keeps. */
@@ -779,87 +707,100 @@ static int kept_key(const zd_keep *k, const char *s, size_t n)
     return 0;
 }
 
-static int dec_object(dec *d, int filter);
+static int expect_colon(dec *d)
+{
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != ':')
+        return dec_fail(d, "expected ':' after a key");
+    d->p++;
+    return 1;
+}
+
+/* d->p is at an object's key, just past its quote. Whether the key is kept (pushed then): with
+ * filter, compared on the raw text and made into a Lua string only when kept; without, always. */
+static int dec_key(dec *d, int filter, int *want)
+{
+    const char *key = d->p;
+    size_t kn;
+    if (!filter) {
+        *want = 1;
+        return dec_string(d, 1);
+    }
+    if (!dec_string(d, 0))
+        return 0;
+    kn = (size_t)(d->p - 1 - key);
+    if (!memchr(key, '\\', kn)) {
+        *want = kept_key(d->keep, key, kn);
+        if (*want)
+            lua_pushlstring(d->L, key, kn);
+    } else {   /* escapes: read it (it was checked just now), then compare */
+        const char *after = d->p, *k;
+        d->p = key;
+        dec_string(d, 1);
+        d->p = after;
+        k = lua_tolstring(d->L, -1, &kn);
+        *want = kept_key(d->keep, k, kn);
+        if (!*want)
+            lua_pop(d->L, 1);
+    }
+    return 1;
+}
+
 
 /* The value of a key at d->p: when it is keep->key's object, read with only the kept fields. */
 static int dec_member(dec *d, int kept_object)
 {
     int ok;
     if (!kept_object)
-        return dec_value(d);
+        return dec_value(d, 1);
     skip_ws(d);
     if (d->p >= d->end || *d->p != '{')
-        return dec_value(d);
+        return dec_value(d, 1);
     if (++d->depth > ZD_MAX_DECODE_DEPTH)
         return dec_fail(d, "nested more than 1000 levels deep");
     d->p++;
-    ok = dec_object(d, 1);
+    ok = dec_object(d, 1, 1);
     d->depth--;
     return ok;
 }
 
-/* d->p is just past '{'; pushes the table. With filter (this object is the value of keep->key),
- * only the kept fields are made into Lua values; the others are checked and skipped. */
-static int dec_object(dec *d, int filter)
+/* d->p is just past '{'; with build, pushes the table. With filter (this object is the value of
+ * keep->key), only the kept fields are made into Lua values; the others are checked only. */
+ZD_WALK int walk_object(dec *d, int filter, int build)
 {
     lua_State *L = d->L;
-    int base = lua_gettop(L), n = 0, t = 0, i, sub;
+    int base = lua_gettop(L), n = 0, t = 0, i, sub, want;
     /* the key and its value, or the table: each level of nesting takes slots of its own */
-    luaL_checkstack(L, 4, "JSON nested too deeply");
+    if (build)
+        luaL_checkstack(L, 4, "JSON nested too deeply");
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
-        lua_createtable(L, 0, 0);
+        if (build)
+            lua_createtable(L, 0, 0);
         return 1;
     }
     for (;;) {
         if (d->p >= d->end || *d->p != '"')
             return dec_fail(d, "expected a string key");
         d->p++;
+        if (!build) {
+            if (!dec_string(d, 0) || !expect_colon(d) || !dec_value(d, 0))
+                return 0;
+            goto next;
+        }
+        if (!dec_key(d, filter, &want) || !expect_colon(d))
+            return 0;
+        if (!want) {
+            if (!dec_value(d, 0))
+                return 0;
+            goto next;
+        }
         sub = 0;
-        if (filter) {
-            /* compared on the raw text, made into a Lua string only when kept */
-            const char *key = d->p;
+        if (!filter && d->keep && d->depth == 1) {
             size_t kn;
-            int want;
-            if (!skip_string(d))
-                return 0;
-            kn = (size_t)(d->p - 1 - key);
-            if (!memchr(key, '\\', kn)) {
-                want = kept_key(d->keep, key, kn);
-                if (want)
-                    lua_pushlstring(L, key, kn);
-            } else {   /* escapes: read it (it was checked just now), then compare */
-                const char *after = d->p, *k;
-                d->p = key;
-                dec_string(d);
-                d->p = after;
-                k = lua_tolstring(L, -1, &kn);
-                want = kept_key(d->keep, k, kn);
-                if (!want)
-                    lua_pop(L, 1);
-            }
-            skip_ws(d);
-            if (d->p >= d->end || *d->p != ':')
-                return dec_fail(d, "expected ':' after a key");
-            d->p++;
-            if (!want) {
-                if (!skip_value(d))
-                    return 0;
-                goto next;
-            }
-        } else {
-            if (!dec_string(d))
-                return 0;
-            skip_ws(d);
-            if (d->p >= d->end || *d->p != ':')
-                return dec_fail(d, "expected ':' after a key");
-            d->p++;
-            if (d->keep && d->depth == 1) {
-                size_t kn;
-                const char *k = lua_tolstring(L, -1, &kn);
-                sub = kn == d->keep->keylen && memcmp(k, d->keep->key, kn) == 0;
-            }
+            const char *k = lua_tolstring(L, -1, &kn);
+            sub = kn == d->keep->keylen && memcmp(k, d->keep->key, kn) == 0;
         }
         if (!dec_member(d, sub))
             return 0;
@@ -892,7 +833,7 @@ static int dec_object(dec *d, int filter)
         }
         return dec_fail(d, "expected ',' or '}' in an object");
     }
-    if (t)
+    if (t || !build)
         return 1;
     /* one table of the right size, filled in document order (a repeated key: the last wins) */
     lua_createtable(L, 0, n);
@@ -909,23 +850,27 @@ static int dec_object(dec *d, int filter)
     return 1;
 }
 
-/* d->p is just past '['; pushes the table */
-static int dec_array(dec *d)
+/* d->p is just past '['; with build, pushes the table */
+ZD_WALK int walk_array(dec *d, int build)
 {
     lua_State *L = d->L;
     int base = lua_gettop(L), n = 0, t = 0, i;
-    luaL_checkstack(L, 3, "JSON nested too deeply");
+    if (build)
+        luaL_checkstack(L, 3, "JSON nested too deeply");
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
-        lua_createtable(L, 0, 0);
+        if (build)
+            lua_createtable(L, 0, 0);
         return 1;
     }
     for (;;) {
-        if (!dec_value(d))
+        if (!dec_value(d, build))
             return 0;
         n++;
-        if (t) {
+        if (!build) {
+            /* checked only */
+        } else if (t) {
             lua_rawseti(L, t, n);
         } else if (n == ZD_GATHER) {
             lua_createtable(L, 2 * n, 0);
@@ -947,7 +892,7 @@ static int dec_array(dec *d)
         }
         return dec_fail(d, "expected ',' or ']' in an array");
     }
-    if (t)
+    if (t || !build)
         return 1;
     lua_createtable(L, n, 0);
     lua_insert(L, base + 1);
@@ -964,7 +909,8 @@ static int dec_literal(dec *d, const char *word, size_t n)
     return 1;
 }
 
-static int dec_value(dec *d)
+/* Reads the value at d->p, as strictly whether it is built or not; with build, pushes it. */
+ZD_WALK int walk_value(dec *d, int build)
 {
     int ok;
     skip_ws(d);
@@ -973,32 +919,65 @@ static int dec_value(dec *d)
     switch (*d->p) {
     case '"':
         d->p++;
-        return dec_string(d);
+        return dec_string(d, build);
     case '{':
     case '[':
         if (++d->depth > ZD_MAX_DECODE_DEPTH)
             return dec_fail(d, "nested more than 1000 levels deep");
-        ok = *d->p++ == '{' ? dec_object(d, 0) : dec_array(d);
+        ok = *d->p++ == '{' ? dec_object(d, 0, build) : dec_array(d, build);
         d->depth--;
         return ok;
     case 't':
         if (!dec_literal(d, "true", 4))
             return 0;
-        lua_pushboolean(d->L, 1);
+        if (build)
+            lua_pushboolean(d->L, 1);
         return 1;
     case 'f':
         if (!dec_literal(d, "false", 5))
             return 0;
-        lua_pushboolean(d->L, 0);
+        if (build)
+            lua_pushboolean(d->L, 0);
         return 1;
     case 'n':
         if (!dec_literal(d, "null", 4))
             return 0;
-        lua_pushlightuserdata(d->L, NULL);   /* zendesk.null, the same value as cjson.null */
+        if (build)
+            lua_pushlightuserdata(d->L, NULL);   /* zendesk.null, the same value as cjson.null */
         return 1;
     default:
-        return dec_number(d);
+        return dec_number(d, build);
     }
+}
+
+static int build_value(dec *d)
+{
+    return walk_value(d, 1);
+}
+
+static int check_value(dec *d)
+{
+    return walk_value(d, 0);
+}
+
+static int build_object(dec *d, int filter)
+{
+    return walk_object(d, filter, 1);
+}
+
+static int check_object(dec *d)
+{
+    return walk_object(d, 0, 0);
+}
+
+static int build_array(dec *d)
+{
+    return walk_array(d, 1);
+}
+
+static int check_array(dec *d)
+{
+    return walk_array(d, 0);
 }
 
 /* Runs under lua_pcall, so that running out of memory half-way is an error, not a longjmp
@@ -1008,7 +987,7 @@ static int dec_protected(lua_State *L)
     dec *d = lua_touserdata(L, 1);
     lua_settop(L, 0);
     d->L = L;
-    if (dec_value(d)) {
+    if (dec_value(d, 1)) {
         skip_ws(d);
         if (d->p == d->end)
             return 1;

@@ -139,23 +139,19 @@ void zd_transport_free(zd_transport *t)
     free(t->user_agent);
     free(t->ca_file);
     t->base = t->user_agent = t->ca_file = NULL;
-    zd_free_secret(&t->proxy);
-    zd_free_secret(&t->username);
-    zd_free_secret(&t->password);
-    zd_free_secret(&t->bearer);
 }
 
-static int set_auth(zd_transport *t, CURL *e)
+static void set_auth(zd_transport *t, CURL *e)
 {
-    if (t->bearer) {
+    const zd_creds *k = &t->creds;
+    if (k->v[ZD_CRED_BEARER]) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
-        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, t->bearer);
-    } else if (t->username) {
+        curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, k->v[ZD_CRED_BEARER]);
+    } else if (k->v[ZD_CRED_USERNAME]) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, t->username);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, t->password);
+        curl_easy_setopt(e, CURLOPT_USERNAME, k->v[ZD_CRED_USERNAME]);
+        curl_easy_setopt(e, CURLOPT_PASSWORD, k->v[ZD_CRED_PASSWORD]);
     }
-    return 1;
 }
 
 /* The options every request shares; set once per easy handle. */
@@ -175,8 +171,8 @@ static void common_options(zd_transport *t, CURL *e, char *errbuf)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     if (t->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file);
-    if (t->proxy)
-        curl_easy_setopt(e, CURLOPT_PROXY, t->proxy);
+    if (t->creds.v[ZD_CRED_PROXY])
+        curl_easy_setopt(e, CURLOPT_PROXY, t->creds.v[ZD_CRED_PROXY]);
 }
 
 zd_xfer *zd_transport_xfer(zd_transport *t, size_t i)
@@ -237,6 +233,25 @@ int zd_xfer_prepare(zd_transport *t, zd_xfer *x, const char *method, const char 
     return 1;
 }
 
+/* Whether a transfer that failed with cc may have delivered its request: not when it failed
+ * resolving, connecting or setting up TLS (the request never left); otherwise it may have. */
+int zd_cc_sent(CURLcode cc)
+{
+    switch ((int)cc) {
+    case 5:    /* CURLE_COULDNT_RESOLVE_PROXY */
+    case 6:    /* CURLE_COULDNT_RESOLVE_HOST */
+    case 7:    /* CURLE_COULDNT_CONNECT */
+    case 35:   /* CURLE_SSL_CONNECT_ERROR: the handshake */
+    case 51:   /* the peer's certificate (older libcurl) */
+    case 58:   /* CURLE_SSL_CERTPROBLEM: our client certificate */
+    case 60:   /* CURLE_PEER_FAILED_VERIFICATION */
+    case 77:   /* CURLE_SSL_CACERT_BADFILE */
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 int zd_cc_retryable(CURLcode cc)
 {
     switch (cc) {
@@ -264,7 +279,7 @@ static double backoff(zd_transport *t, int attempt)
     return cap * rnd(t);
 }
 
-static void start(zd_transport *t, zd_xfer *x)
+static void start_attempt(zd_transport *t, zd_xfer *x)
 {
     if (x->auth_gen != t->auth_gen) {
         set_auth(t, x->easy);
@@ -287,7 +302,7 @@ static void start(zd_transport *t, zd_xfer *x)
 }
 
 /* Decides what an attempt that just ended leads to: done, or another attempt later. */
-static int finish(zd_transport *t, zd_xfer *x)
+static int end_attempt(zd_transport *t, zd_xfer *x)
 {
     char reason[64];
     double wait;
@@ -303,7 +318,7 @@ static int finish(zd_transport *t, zd_xfer *x)
         if (!zd_cc_retryable(x->cc))
             return 0;
         /* before the connection stood, nothing was sent; after, the server may have it */
-        if (x->no_resend && x->cc != CURLE_COULDNT_CONNECT && x->cc != CURLE_COULDNT_RESOLVE_HOST) {
+        if (x->no_resend && zd_cc_sent(x->cc)) {
             x->held_back = 1;
             return 0;
         }
@@ -378,7 +393,7 @@ int zd_transport_run(zd_transport *t, zd_xfer **xs, size_t n)
 
         for (i = 0; i < n; i++)
             if (xs[i]->state == ZD_X_WAITING && xs[i]->wake_at <= now) {
-                start(t, xs[i]);
+                start_attempt(t, xs[i]);
                 if (xs[i]->state == ZD_X_DONE)
                     left--;
             }
@@ -391,7 +406,7 @@ int zd_transport_run(zd_transport *t, zd_xfer **xs, size_t n)
             curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
             x->cc = m->data.result;
             curl_multi_remove_handle(t->multi, e);   /* m is invalid from here */
-            if (finish(t, x) < 0) {
+            if (end_attempt(t, x) < 0) {
                 abort_all(t, xs, n);
                 return -1;
             }

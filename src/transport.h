@@ -53,8 +53,8 @@ typedef struct {
     size_t npool;
     char *base;              /* scheme://host[:port], no trailing slash */
     struct curl_slist *headers;
-    char *user_agent, *ca_file, *proxy;
-    char *username, *password, *bearer;  /* secrets: wiped when replaced or freed */
+    char *user_agent, *ca_file;
+    zd_creds creds;          /* auth and proxy; freed by the owner (zd_creds_free), not here */
     long timeout_ms, connect_timeout_ms;
     size_t max_answer;       /* decoded bytes an answer may have (max_answer_bytes) */
     int max_retries;
@@ -80,5 +80,6 @@ size_t zd_xfer_held(const zd_xfer *x);
 double zd_now(void);
 void zd_sleep(double seconds);
 int zd_cc_retryable(CURLcode cc);
+int zd_cc_sent(CURLcode cc);
 
 #endif

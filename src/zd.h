@@ -25,6 +25,8 @@ void zd_buf_free(zd_buf *b);
 void zd_wipe(void *p, size_t n);
 char *zd_strdup_secret(const char *s);
 void zd_free_secret(char **s);
+/* whether s[0..n) holds CR, LF or NUL (a value that would break a header) */
+int zd_has_crlf(const char *s, size_t n);
 
 /* What the core keeps of a response's headers. Zendesk spells its rate-limit headers
  * several ways and repeats some; every spelling lands in the same fields. */
@@ -55,7 +57,14 @@ int zd_valid_email(const char *s, size_t n);
 /* the length of the UTF-8 sequence at s that the encoder takes (no overlong forms, no
  * surrogates, nothing above U+10FFFF), or 0 */
 size_t zd_utf8_len(const unsigned char *s, size_t n);
-int zd_json_encode(lua_State *L, int idx, zd_buf *out, const char *root, char *err, size_t errlen);
+/* What the caller tells the codec (as lua-cjson's json_config_t): the name of the value in error
+ * paths, and the stack index of a set {key = true} of keys whose empty table is a JSON array
+ * (0: none; the core passes the set zendesk.api registered with core.json_config). */
+typedef struct {
+    const char *root;
+    int arrays;
+} zd_json_config;
+int zd_json_encode(lua_State *L, int idx, zd_buf *out, const zd_json_config *cfg, char *err, size_t errlen);
 int zd_json_decode(lua_State *L, const char *s, size_t n);  /* pushes value or nil, msg */
 /* Only some fields of one object: in the top-level object, the object under `key` keeps only
  * the members named in names (the rest is checked but not made into Lua values). */
@@ -76,6 +85,32 @@ typedef struct {
     int hit;
 } zd_watch;
 int zd_json_decode_watched(lua_State *L, const char *s, size_t n, const zd_keep *keep, zd_watch *w);
-int zd_is_null(lua_State *L, int idx);
+
+/* A client's credentials, the one list of them: the transport authenticates with username and
+ * password or bearer, and scrub.c removes every one marked secret (zd_cred_secret) from what
+ * reaches Lua, with the tokens a refresh replaced (retired). Freed by zd_creds_free. */
+enum {
+    ZD_CRED_USERNAME,        /* email, or email/token */
+    ZD_CRED_PASSWORD,        /* the API token or password */
+    ZD_CRED_BEARER,          /* the OAuth access token */
+    ZD_CRED_REFRESH,         /* the OAuth refresh token */
+    ZD_CRED_CLIENT_ID,
+    ZD_CRED_CLIENT_SECRET,
+    ZD_CRED_PROXY,           /* may carry user:password */
+    ZD_CRED_BASIC,           /* base64 of username:password, as Basic credentials travel */
+    ZD_CRED_N
+};
+#define ZD_RETIRED 8         /* replaced tokens kept as secrets: the last ones only */
+#define ZD_NSEC (ZD_CRED_N + ZD_RETIRED)
+typedef struct {
+    char *v[ZD_CRED_N];
+    char *retired[ZD_RETIRED];   /* newest last */
+    int nretired;
+    /* every secret of 4 characters or more, for the scrubbing: rebuilt by zd_creds_index */
+    const char *sec[ZD_NSEC];
+    size_t sec_len[ZD_NSEC];
+    int nsec;
+    size_t sec_max;              /* the longest */
+} zd_creds;
 
 #endif

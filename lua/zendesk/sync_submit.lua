@@ -16,19 +16,14 @@ local PATH_MANY = require("zendesk.api").PATH_UPSERT_MANY
 -- 409 DatabaseConflict answers to one batch (each after the core's retries) before the sync stops.
 local MAX_CONFLICTS = 3
 
--- curl codes of transfers that never sent the request: resolve (5, 6), connect (7), TLS
--- handshake (35), certificates (51, 58, 60, 77)
-local NOT_SENT = { [5] = true, [6] = true, [7] = true, [35] = true, [51] = true, [58] = true, [60] = true,
-                   [77] = true }
-
 -- syntax: never_sent, may_have_arrived = transport_fate(err)
--- The one place that reads curl codes: never_sent, the request cannot have become a job (NOT_SENT);
--- may_have_arrived, a network failure after which the request may have reached Zendesk (anything
--- but resolve (6) and connect (7)): the core does not resend bulk submissions, so the job may exist.
+-- What the core reports of a transport failure: never_sent (err.sent == false: resolve, connect,
+-- TLS set-up), the request cannot have become a job; may_have_arrived, a network failure after
+-- which the request may have reached Zendesk (the core does not resend bulk submissions, so the
+-- job may exist).
 local function transport_fate(err)
   if err.kind ~= "network" then return false, false end
-  local c = err.curl_code
-  return NOT_SENT[c] or false, c ~= 6 and c ~= 7
+  return err.sent == false, err.sent ~= false
 end
 _M.transport_fate = transport_fate
 

@@ -1,6 +1,8 @@
 -- Bulk upserts and jobs: create_or_update_many answers a job_status; job_status,
 -- job_statuses and wait_job follow it to the end.
 local standin = require "support.standin"
+-- the core has no Zendesk methods since issue 14 P2: zendesk.api builds them from core:request
+local api = require "zendesk.api"
 local zendesk = require "zendesk"
 
 describe("bulk upserts and jobs", function()
@@ -56,8 +58,8 @@ describe("bulk upserts and jobs", function()
   end)
 
   it("reports failed rows inside a completed job", function()
-    local job = assert(client._core:bulk_upsert{ { email = "ok@example.com", name = "Ok" },
-                                               { email = "not-an-email", name = "Bad" } })
+    local job = assert(api.upsert_users(client._core, { { email = "ok@example.com", name = "Ok" },
+                                               { email = "not-an-email", name = "Bad" } }))
     local done = assert(client:wait_job(job, { timeout = 30 }))
     assert.equal("completed", done.status)
     assert.equal("Failed", done.results[2].status)

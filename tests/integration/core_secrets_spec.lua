@@ -1,6 +1,8 @@
 -- No credential ever reaches an error, its tostring, an event or a message, even when the
 -- server echoes it back.
 local standin = require "support.standin"
+-- the core has no Zendesk methods since issue 14 P2: zendesk.api builds them from core:request
+local api = require "zendesk.api"
 local zendesk = require "zendesk"
 
 describe("credentials stay secret", function()
@@ -95,7 +97,7 @@ describe("credentials stay secret", function()
       .. '"}' .. string.rep("}", 12) .. "}"
     s:fault{ path = "/api/v2/users/create_or_update", status = 422, content_type = "application/json", body = body }
     local c = zendesk.new{ url = s.url, email = standin.EMAIL, token = secret, max_retries = 0 }
-    local u, err = c._core:upsert{ email = "a@example.com", name = "A" }
+    local u, err = api.upsert_user(c._core, { email = "a@example.com", name = "A" })
     c:close()
     assert.is_nil(u)
     assert.equal(422, err.status)

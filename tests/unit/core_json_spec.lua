@@ -2,6 +2,9 @@
 -- validation errors that name the path of the bad value.
 local core = require "zendesk.core"
 local cjson = require "cjson"
+-- Zendesk's array keys (tags, identities...) are the codec's configuration, set by zendesk.api
+-- (core.json_config) since issue 14 P2
+require "zendesk.api"
 
 describe("zendesk.core JSON encoding", function()
   it("writes integers exactly, up to 2^63-1 #lua54", function()
