@@ -186,6 +186,23 @@ describe("zendesk.fields", function()
       assert.is_not_nil(fields.check_value(s.by_key.ok, "y"))
     end)
 
+    it("refuses a value that is not UTF-8, naming the byte, instead of raising PCRE2's error", function()
+      local d = def("\\AB-[0-9]+\\z").by_key.r
+      assert.equal("'B-1\xe9' is not valid UTF-8 (byte 4)", fields.check_value(d, "B-1\xe9"))
+      assert.same({ nil, "is not valid UTF-8 (byte 1)" }, { fields.convert(d, "\xffB-1", ";") })
+      local ok, err = fields.check_user(fields.schema{ { key = "r", type = "regexp", regexp_for_validation = "x" } },
+                                        { user_fields = { r = "x\xc3" } }, "users[2]")
+      assert.is_nil(ok)
+      assert.equal("users[2].user_fields.r: 'x\xc3' is not valid UTF-8 (byte 2)", err.message)
+    end)
+
+    it("leaves to Zendesk a value whose match PCRE2 gives up on (its match limit), never raising", function()
+      local d = def("\\A(a+)+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, ("a"):rep(40) .. "b"))
+      assert.equal(("a"):rep(40) .. "b", fields.convert(d, ("a"):rep(40) .. "b", ";"))
+      assert.is_not_nil(fields.check_value(d, "b"))         -- a plain mismatch is still refused
+    end)
+
     it("loads without lua-rex-pcre2 and says that regexp fields are not checked", function()
       local saved_f, saved_rex = package.loaded["zendesk.fields"], package.loaded.rex_pcre2
       local saved_pre = package.preload.rex_pcre2

@@ -1,0 +1,81 @@
+-- Edge cases of the account's user fields found in review: bytes that are not UTF-8 in a column
+-- whose field has a validation regexp, integers just outside the 64-bit range.
+local standin = require "support.standin"
+local zendesk = require "zendesk"
+
+local tmpname, write_file = standin.tmpname, standin.write_file
+
+local FIELDS = {
+  { key = "badge", type = "regexp", title = "Badge", regexp = "\\AB-[0-9]+\\z" },
+  { key = "employee_number", type = "integer", title = "Employee number" },
+}
+
+describe("user fields, edge cases", function()
+  local s, client, dir
+
+  local function file(name, text)
+    local p = dir .. "/" .. name
+    write_file(p, text)
+    return p
+  end
+
+  local function by_email()
+    local t = {}
+    for _, u in ipairs(s:users()) do if u.email then t[u.email] = u end end
+    return t
+  end
+
+  setup(function()
+    s = standin.start()
+    dir = tmpname(".d")
+    os.execute("mkdir -p " .. standin.shell_quote(dir))
+  end)
+  teardown(function()
+    if client then client:close() end
+    s:stop()
+    os.execute("rm -rf " .. standin.shell_quote(dir))
+  end)
+  before_each(function()
+    s:reset()
+    s:config{ user_fields = FIELDS, job_delay_ms = 0 }
+    if client then client:close() end
+    client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN }
+  end)
+
+  local function sync(path, opts)
+    opts = opts or {}
+    opts.collect_rows = true
+    opts.poll_interval = 0
+    return client:sync_users(path, opts)
+  end
+
+  it("a cell that is not UTF-8 in a regexp column makes its row invalid; the sync goes on", function()
+    local p = file("latin1.csv", "email,name,badge\n"
+      .. "ann@example.com,Ann,B-1\n"
+      .. "bob@example.com,Bob,B-2\xe9\n"
+      .. "cat@example.com,Cat,B-3\n")
+    local report = assert(sync(p))
+    assert.equal(2, report.created)
+    assert.equal(1, report.invalid)
+    local bob
+    for _, o in ipairs(report.rows) do if o.row == 2 then bob = o end end
+    assert.equal("invalid", bob.outcome)
+    assert.matches("column 'badge' %(user_fields%.badge%): invalid UTF%-8", bob.reason)
+    local users = by_email()
+    assert.is_nil(users["bob@example.com"])
+    assert.equal("B-3", users["cat@example.com"].user_fields.badge)
+  end)
+
+  it("upsert_users refuses a regexp field's value that is not UTF-8 with a validation error", function()
+    assert(client:user_fields())
+    local ok, res, err = pcall(client.upsert_users, client, {
+      { email = "ann@example.com", user_fields = { badge = "B-1" } },
+      { email = "bob@example.com", user_fields = { badge = "\xe9B-2" } },
+    })
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.equal("validation", err.kind)
+    assert.matches("users%[2%]%.user_fields%.badge: .*UTF%-8", err.message)
+    assert.equal(0, #s:requests() - 1)   -- only the GET of the fields
+  end)
+end)
