@@ -253,9 +253,19 @@ local function option_list(def)
   return concat(o, ", ")
 end
 
+-- true when v matches def's pattern (or the pattern is not checked here), else false and why.
+-- The pattern is compiled for UTF-8: a subject that is not UTF-8 would make PCRE2 raise, so it is
+-- refused first (no JSON carries it to Zendesk); any other failure of the match itself (PCRE2's
+-- match or depth limit on a pattern that backtracks without end) leaves the value to Zendesk.
+local utf8_check = core.utf8_check
 local function regexp_ok(def, v)
   if not def.re then return true end
-  return def.re:exec(v) ~= nil
+  local at = utf8_check(v)
+  if at then return false, format("is not valid UTF-8 (byte %d)", at) end
+  local ok, m = pcall(def.re.exec, def.re, v)
+  if not ok then return true end
+  if m == nil then return false, "does not match the field's pattern " .. def.regexp end
+  return true
 end
 
 local MAX_EXACT = 2 ^ 53
@@ -321,7 +331,10 @@ function _M.check_value(def, v)
   elseif t == "regexp" then
     if tv == "number" then v = tostring(v)
     elseif tv ~= "string" then return "must be a string (a regexp field), got " .. show(v) end
-    if v ~= "" and not regexp_ok(def, v) then return show(v) .. " does not match the field's pattern " .. def.regexp end
+    if v ~= "" then
+      local ok, why = regexp_ok(def, v)
+      if not ok then return show(v) .. " " .. why end
+    end
   elseif t == "dropdown" then
     if tv ~= "string" or (v ~= "" and #def.options > 0 and not def.values[v]) then
       return show(v) .. " is not an option of the dropdown (one of: " .. option_list(def) .. ")"
@@ -483,7 +496,8 @@ function _M.convert(def, v, sep)
     end
     return list
   elseif t == "regexp" then
-    if not regexp_ok(def, v) then return nil, "does not match the field's pattern " .. def.regexp end
+    local ok, why = regexp_ok(def, v)
+    if not ok then return nil, why end
   end
   return v
 end
