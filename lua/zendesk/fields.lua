@@ -274,8 +274,9 @@ local function to_integer(s)
   if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
   local n = tonumber(s)
   if tointeger then
-    n = tointeger(n)
-    if not n then return nil, "is out of the 64-bit integer range" end
+    -- Lua reads a decimal integer past the 64-bit range as a float; -2^63-1 rounds to -2^63,
+    -- which math.tointeger takes: only an integer read as an integer is in range
+    if math.type(n) ~= "integer" then return nil, "is out of the 64-bit integer range" end
   elseif n >= MAX_EXACT or n <= -MAX_EXACT then
     return nil, "is too large to be exact under LuaJIT (2^53 or more)"
   end
