@@ -87,4 +87,36 @@ describe("user fields, edge cases", function()
     assert.equal(1, assert(sync(empty, { empty_cells = "null" })).updated)
     assert.same({}, by_email()["ann@example.com"].tags)
   end)
+
+  it("an integer or lookup cell one past -2^63 makes its row invalid, never a rounded id #lua54", function()
+    local p = file("ints.csv", "email,name,employee_number,organization_id,mgr\n"
+      .. "ann@example.com,Ann,-9223372036854775808,,\n"
+      .. "bob@example.com,Bob,-9223372036854775809,,\n"
+      .. "cat@example.com,Cat,,-9223372036854775809,\n"
+      .. "dan@example.com,Dan,,,-9223372036854775809\n")
+    local sync_mod = require "zendesk.sync"
+    local report = assert(sync_mod.run(nil, p, { dry_run = true, collect_rows = true,
+      field_types = { employee_number = "integer", mgr = "lookup" } }))
+    local o = {}
+    for _, r in ipairs(report.rows) do o[r.row] = r end
+    assert.equal("would_send", o[1].outcome)
+    assert.equal(math.mininteger, o[1].user.user_fields.employee_number)
+    assert.equal("invalid", o[2].outcome)
+    assert.matches("user_fields%.employee_number: '%-9223372036854775809' is out of the 64%-bit integer range", o[2].reason)
+    assert.equal("invalid", o[3].outcome)
+    assert.matches("organization_id: '%-9223372036854775809' is out of the 64%-bit integer range", o[3].reason)
+    assert.equal("invalid", o[4].outcome)
+    assert.matches("user_fields%.mgr: '%-9223372036854775809' is not the id of a record", o[4].reason)
+  end)
+
+  it("a refused value's quote is cut on a character boundary, so the reason stays UTF-8", function()
+    s:config{ user_fields = { { key = "level", type = "dropdown", options = { "gold" } } } }
+    local p = file("long.json", '[{"email":"cat@example.com","name":"Cat","user_fields":{"level":"'
+      .. ("\u{e9}"):rep(40) .. '"}}]')
+    local report = assert(sync(p))
+    assert.equal(1, report.invalid)
+    local reason = report.rows[1].reason
+    assert.matches("is not an option of the dropdown", reason)
+    assert.is_nil(require("zendesk.core").utf8_check(reason), reason)
+  end)
 end)
