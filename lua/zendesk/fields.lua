@@ -225,7 +225,12 @@ end
 
 local function show(v)
   local s = type(v) == "string" and v or tostring(v)
-  if #s > 60 then s = sub(s, 1, 57) .. "..." end
+  if #s > 60 then
+    -- cut before a UTF-8 continuation byte never: the message stays valid UTF-8
+    local cut = 57
+    while cut > 1 and (byte(s, cut + 1) or 0) >= 0x80 and (byte(s, cut + 1) or 0) < 0xC0 do cut = cut - 1 end
+    s = sub(s, 1, cut) .. "..."
+  end
   return "'" .. gsub(s, "%c", " ") .. "'"
 end
 

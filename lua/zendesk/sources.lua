@@ -169,9 +169,9 @@ local function to_integer(s)
   if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
   local n = tonumber(s)
   if tointeger then
-    -- past 2^63 tonumber answers a float; an id must never become one
-    n = tointeger(n)
-    if not n then return nil, "is out of the 64-bit integer range" end
+    -- past the 64-bit range tonumber answers a float; an id must never become one, not even
+    -- -2^63-1, whose float is -2^63 exactly (math.tointeger would take it)
+    if math.type(n) ~= "integer" then return nil, "is out of the 64-bit integer range" end
   elseif n >= MAX_EXACT or n <= -MAX_EXACT then
     -- a double holds every integer below 2^53; from there on tonumber rounds silently
     return nil, "is too large to be exact under LuaJIT (2^53 or more)"
