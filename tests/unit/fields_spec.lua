@@ -83,6 +83,27 @@ describe("zendesk.fields", function()
       assert.equal("level", near[1])
       assert.same({ "employee_number" }, fields.closest(S, "employee_nr", 1))
     end)
+
+    it("names the closest keys of a huge name in bounded work (a 1 MB header is not a hang) #lua54", function()
+      local defs = {}
+      for i = 1, 230 do defs[i] = { key = "field_number_" .. i, type = "text", title = "Field number " .. i } end
+      local big = fields.schema(defs)
+      -- counted in VM instructions, not time: the edit distance over 1 MB would take billions
+      local budget = 2e8
+      debug.sethook(function() budget = budget - 1e6; if budget < 0 then error("over budget", 2) end end, "", 1e6)
+      local ok, near = pcall(fields.closest, big, ("x"):rep(1024 * 1024) .. "field_number_7")
+      debug.sethook()
+      assert.is_true(ok, tostring(near))
+      assert.equal(3, #near)
+      -- a long title does not cost more either
+      budget = 2e8
+      local long = fields.schema{ { key = "k", type = "text", title = ("t"):rep(1024 * 1024) } }
+      debug.sethook(function() budget = budget - 1e6; if budget < 0 then error("over budget", 2) end end, "", 1e6)
+      ok, near = pcall(fields.closest, long, ("x"):rep(1024 * 1024))
+      debug.sethook()
+      assert.is_true(ok, tostring(near))
+      assert.same({ "k" }, near)
+    end)
   end)
 
   describe("values of each of the ten types", function()
