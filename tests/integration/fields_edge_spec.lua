@@ -119,4 +119,21 @@ describe("user fields, edge cases", function()
     assert.matches("is not an option of the dropdown", reason)
     assert.is_nil(require("zendesk.core").utf8_check(reason), reason)
   end)
+
+  it("a CSV whose rows name their email only in identities.email syncs again as an update, not a failure", function()
+    local p = file("idonly.csv", "name,identities.email,identities.phone_number\n"
+      .. "Ann,ann@example.com;ann.lee@example.com,+15550001\n")
+    local first = assert(sync(p))
+    assert.equal(1, first.created)
+    local again = assert(sync(p))
+    assert.equal(0, again.failed, again.rows[1].reason)
+    assert.equal(1, again.updated)
+    assert.equal(1, #s:users())
+    local ann = s:users()[1]
+    assert.equal("ann@example.com", ann.email)       -- the first email identity is the primary
+    local got = {}
+    for _, idn in ipairs(ann.identities) do got[#got + 1] = idn.type .. ":" .. idn.value end
+    table.sort(got)
+    assert.same({ "email:ann.lee@example.com", "email:ann@example.com", "phone_number:+15550001" }, got)
+  end)
 end)
