@@ -736,6 +736,15 @@ local function csv_reader(reader, file, opts, name)
         end
       end
     end
+    -- a row whose email is only in identities.email: its first one is the user's email, which
+    -- Zendesk makes the primary on create anyway; create_or_update matches on email (and
+    -- external_id), not on identities, so without it the next run fails as a duplicate email
+    local ids = user.identities
+    if ids and user.email == nil then
+      for j = 1, #ids do
+        if ids[j].type == "email" then user.email = ids[j].value break end
+      end
+    end
     -- the cells that did map, 4th: for naming the row (its email) in a report, never for sending
     if problem then return row, nil, format("line %d: %s", line, problem), user end
     return row, user
