@@ -197,6 +197,23 @@ describe("zendesk.fields", function()
       assert.is_nil(fields.check_value(d, "zoë"))
     end)
 
+    it("leaves to Zendesk a Ruby class PCRE2 reads otherwise: && intersection, a nested class", function()
+      -- Ruby: [a-z&&[^aeiou]] is a consonant, [a[bc]] is a, b or c; PCRE2 compiles both, meaning
+      -- other things (a literal & and [, then a literal ]), and would refuse what Zendesk takes
+      for _, src in ipairs{ "\\A[a-z&&[^aeiou]]+\\z", "\\A[a[bc]]+\\z", "\\A[^[x]y]\\z" } do
+        local s = def(src)
+        assert.equal(1, #s.notes, src)
+        assert.matches("cannot be compiled here", s.notes[1].message)
+        assert.is_nil(fields.check_value(s.by_key.r, "b"), src)
+        assert.equal("b", fields.convert(s.by_key.r, "b", ";"))
+      end
+      -- a POSIX bracket and an escaped [ inside a class are the same in both: still checked
+      local d = def("\\A[[:alpha:]\\[]+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, "ab["))
+      assert.is_not_nil(fields.check_value(d, "a1"))
+      assert.equal(0, #def("\\A[[:alpha:]\\[]+\\z").notes)
+    end)
+
     it("leaves a pattern it cannot compile to Zendesk and says so once", function()
       local s = fields.schema{ { key = "r", type = "regexp", regexp_for_validation = "\\A(?<open" },
                                { key = "ok", type = "regexp", regexp_for_validation = "\\Ax\\z" } }
