@@ -16,7 +16,8 @@
 -- unchecked = why the regexp is not checked here}.
 -- Zendesk's regexp_for_validation is a Ruby regexp: it is compiled with PCRE2 (lua-rex-pcre2),
 -- with Ruby's meaning of ^ and $ (line anchors: MULTILINE), of (?m) (dot matches a newline: PCRE2's
--- s) and of \h (a hex digit). A pattern PCRE2 cannot compile, or every pattern when lua-rex-pcre2
+-- s) and of \h (a hex digit). A pattern PCRE2 cannot compile, one it would read otherwise (a class
+-- intersection &&, a class nested in a class), or every pattern when lua-rex-pcre2
 -- is not installed, is not checked here: Zendesk decides; schema.notes says so, one line each.
 local core = require "zendesk.core"
 local options = require "zendesk.options"
@@ -68,6 +69,15 @@ local function ruby_to_pcre(src)
         out[#out + 1] = c .. d
       end
       i = i + 2
+    elseif c == "[" and class > 0 then
+      -- inside a class: a POSIX bracket [:alpha:] means the same in both; a nested class is
+      -- a union in Ruby and a literal [ in PCRE2 (which then compiles to another pattern)
+      local posix = match(src, "^%[:%^?%a+:%]", i)
+      if not posix then return nil, "a character class inside a class (Ruby's union) has no PCRE2 form" end
+      out[#out + 1] = posix
+      i = i + #posix
+    elseif c == "&" and class > 0 and sub(src, i + 1, i + 1) == "&" then
+      return nil, "a class intersection (&&) has no PCRE2 form"
     elseif c == "[" then
       class = class + 1
       out[#out + 1] = c
