@@ -214,6 +214,17 @@ describe("zendesk.fields", function()
       assert.equal(0, #def("\\A[[:alpha:]\\[]+\\z").notes)
     end)
 
+    it("leaves to Zendesk a non-ASCII value where Ruby's POSIX brackets and \\b are Unicode and PCRE2's are not", function()
+      -- Ruby (Onigmo, default (?d)): [[:alpha:]], \b use Unicode; \w, \d, \s are ASCII
+      local d = def("\\A[[:alpha:]]+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, "caf\u{e9}"))               -- Ruby takes it
+      assert.is_not_nil(fields.check_value(d, "caf1"))                 -- ASCII: still checked here
+      d = def("\\Acaf\u{e9}\\b").by_key.r
+      assert.is_nil(fields.check_value(d, "caf\u{e9}"))
+      d = def("\\A\\w+\\z").by_key.r                                   -- ASCII \w in both
+      assert.is_not_nil(fields.check_value(d, "caf\u{e9}"))
+    end)
+
     it("leaves a pattern it cannot compile to Zendesk and says so once", function()
       local s = fields.schema{ { key = "r", type = "regexp", regexp_for_validation = "\\A(?<open" },
                                { key = "ok", type = "regexp", regexp_for_validation = "\\Ax\\z" } }
