@@ -54,14 +54,21 @@ _M.regex_engine = rex and ("PCRE2 " .. tostring(rex.version and rex.version() or
 -- Ruby regexps with PCRE2
 
 -- The PCRE2 spelling of a Ruby regexp, or nil and why it has none.
+-- Its second answer is true when the pattern has a POSIX bracket or \b/\B: Ruby reads those with
+-- Unicode, PCRE2 (no UCP, so that \d \w \s stay ASCII as in Ruby) with ASCII; they agree on an
+-- ASCII subject only.
 local function ruby_to_pcre(src)
   local out, i, n, class = {}, 1, #src, 0
+  local ascii_only = false
   while i <= n do
     local c = sub(src, i, i)
     if c == "\\" then
       local d = sub(src, i + 1, i + 1)
       if d == "h" then
         out[#out + 1] = class > 0 and "0-9a-fA-F" or "[0-9a-fA-F]"
+      elseif d == "b" or d == "B" then
+        if class == 0 then ascii_only = true end
+        out[#out + 1] = c .. d
       elseif d == "H" then
         if class > 0 then return nil, "\\H inside a character class" end
         out[#out + 1] = "[^0-9a-fA-F]"
@@ -70,12 +77,14 @@ local function ruby_to_pcre(src)
       end
       i = i + 2
     elseif c == "[" and class > 0 then
-      -- inside a class: a POSIX bracket [:alpha:] means the same in both; a nested class is
+      -- inside a class: a POSIX bracket [:alpha:] means the same on ASCII; a nested class is
       -- a union in Ruby and a literal [ in PCRE2 (which then compiles to another pattern)
       local posix = match(src, "^%[:%^?%a+:%]", i)
       if not posix then return nil, "a character class inside a class (Ruby's union) has no PCRE2 form" end
       out[#out + 1] = posix
       i = i + #posix
+      -- only [:xdigit:] and [:ascii:] are ASCII in Ruby too ([:digit:] is Unicode Nd there)
+      if not find(posix, "^%[:%^?xdigit:%]$") and not find(posix, "^%[:%^?ascii:%]$") then ascii_only = true end
     elseif c == "&" and class > 0 and sub(src, i + 1, i + 1) == "&" then
       return nil, "a class intersection (&&) has no PCRE2 form"
     elseif c == "[" then
@@ -104,11 +113,12 @@ local function ruby_to_pcre(src)
       i = i + 1
     end
   end
-  return concat(out)
+  return concat(out), ascii_only
 end
 _M.ruby_to_pcre = ruby_to_pcre
 
 -- compiled, or false and why it is not checked here
+-- compiled and whether it is checked on ASCII values only, or false and why it is not checked here
 local function compile(src)
   if not rex then return false, "lua-rex-pcre2 is not installed" end
   local p, why = ruby_to_pcre(src)
@@ -116,7 +126,7 @@ local function compile(src)
   local f = rex.flags()
   local ok, re = pcall(rex.new, p, f.MULTILINE + f.UTF)
   if not ok or not re then return false, tostring(re) end
-  return re
+  return re, nil, why
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -161,8 +171,8 @@ function _M.schema(list)
       local src = f.regexp_for_validation
       if type(src) == "string" and src ~= "" then
         def.regexp = src
-        local re, why = compile(src)
-        def.re = re
+        local re, why, ascii_only = compile(src)
+        def.re, def.ascii_only = re, ascii_only or nil
         if not re then
           def.unchecked = why
           if rex then
@@ -280,6 +290,7 @@ local function regexp_ok(def, v)
   if not def.re then return true end
   local at = utf8_check(v)
   if at then return false, format("is not valid UTF-8 (byte %d)", at) end
+  if def.ascii_only and find(v, "[\128-\255]") then return true end
   local ok, m = pcall(def.re.exec, def.re, v)
   if not ok then return true end
   if m == nil then return false, "does not match the field's pattern " .. def.regexp end
