@@ -8,6 +8,7 @@ local tmpname, write_file = standin.tmpname, standin.write_file
 local FIELDS = {
   { key = "badge", type = "regexp", title = "Badge", regexp = "\\AB-[0-9]+\\z" },
   { key = "employee_number", type = "integer", title = "Employee number" },
+  { key = "skills", type = "multiselect", title = "Skills", options = { "lua", "c" } },
 }
 
 describe("user fields, edge cases", function()
@@ -135,5 +136,20 @@ describe("user fields, edge cases", function()
     for _, idn in ipairs(ann.identities) do got[#got + 1] = idn.type .. ":" .. idn.value end
     table.sort(got)
     assert.same({ "email:ann.lee@example.com", "email:ann@example.com", "phone_number:+15550001" }, got)
+  end)
+
+  it("a multiselect cell of separators only leaves the field alone, as a tags cell does", function()
+    assert.equal(1, assert(sync(file("ms1.csv", "email,name,skills,tags\nann@example.com,Ann,lua;c,x\n"))).created)
+    local report = assert(sync(file("ms2.csv", "email,name,skills,tags\nann@example.com,Ann, ; ;,;\n"),
+      { empty_cells = "null" }))
+    assert.equal(1, report.updated)
+    local ann = by_email()["ann@example.com"]
+    assert.same({ "lua", "c" }, ann.user_fields.skills)
+    assert.same({ "x" }, ann.tags)
+    -- typed by hand (field_types), the same
+    local sync_mod = require "zendesk.sync"
+    report = assert(sync_mod.run(nil, file("ms3.csv", "email,skills\nann@example.com,;\n"),
+      { dry_run = true, collect_rows = true, field_types = { skills = "multiselect" } }))
+    assert.is_nil(report.rows[1].user.user_fields)
   end)
 end)
