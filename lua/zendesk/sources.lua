@@ -273,9 +273,12 @@ local function make_setter(spec, field_types, tag_sep, def, label)
         uf[key] = v
       end
     end
+    local multi = ft == "multiselect" or (not ft and def and def.type == "multiselect")
     return function(u, v)
       local x, why = conv(v)
       if x == nil then return label .. ": " .. show(v) .. " " .. why end
+      -- a multiselect cell of separators only leaves the field out, as a tags cell does
+      if multi and #x == 0 then return end
       local uf = u.user_fields
       if not uf then uf = {}; u.user_fields = uf end
       uf[key] = x
