@@ -314,6 +314,16 @@ describe("zendesk.fields", function()
       assert.is_not_nil(fields.check_value(S.by_key.employee_number, "-9223372036854775809"))
     end)
 
+    it("takes any value for a dropdown or multiselect the account lists with no options, cell or JSON alike", function()
+      local s = fields.schema{ { key = "d", type = "dropdown" }, { key = "m", type = "multiselect", custom_field_options = {} } }
+      assert.is_nil(fields.check_value(s.by_key.d, "anything"))
+      assert.equal("anything", fields.convert(s.by_key.d, "anything", ";"))
+      assert.is_nil(fields.check_value(s.by_key.m, { "a", "b" }))
+      assert.is_nil(fields.check_value(s.by_key.m, "a"))
+      assert.same({ "a", "b" }, fields.convert(s.by_key.m, "a;b", ";"))
+      assert.is_not_nil(fields.check_value(s.by_key.m, { 1 }))          -- still an array of strings
+    end)
+
     it("takes a type alone (opts.field_types) with no options or pattern to check", function()
       assert.equal("anything", fields.convert({ type = "dropdown" }, "anything"))
       assert.same({ "a", "b" }, fields.convert({ type = "multiselect" }, "a|b", "|"))
