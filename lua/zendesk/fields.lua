@@ -12,7 +12,8 @@
 -- syntax: keys = fields.closest(schema, name [, n])
 --
 -- A definition (def) is {key, type, title, active, id, options = {value, ...}, names =
--- {lower(name) -> value}, values = {value -> true}, regexp = source, re = compiled | false,
+-- {lower(name) -> value}, values = {value -> true} (names, values: nil when it lists no options),
+-- regexp = source, re = compiled | false,
 -- unchecked = why the regexp is not checked here}.
 -- Zendesk's regexp_for_validation is a Ruby regexp: it is compiled with PCRE2 (lua-rex-pcre2),
 -- with Ruby's meaning of ^ and $ (line anchors: MULTILINE), of (?m) (dot matches a newline: PCRE2's
@@ -167,6 +168,8 @@ function _M.schema(list)
           end
         end
       end
+      -- no options listed: nothing to check a value against here, so any value goes (Zendesk decides)
+      if #def.options == 0 then def.values, def.names = nil, nil end
     elseif t == "regexp" then
       local src = f.regexp_for_validation
       if type(src) == "string" and src ~= "" then
@@ -366,12 +369,12 @@ function _M.check_value(def, v)
       if not ok then return show(v) .. " " .. why end
     end
   elseif t == "dropdown" then
-    if tv ~= "string" or (v ~= "" and #def.options > 0 and not def.values[v]) then
+    if tv ~= "string" or (v ~= "" and def.values and not def.values[v]) then
       return show(v) .. " is not an option of the dropdown (one of: " .. option_list(def) .. ")"
     end
   elseif t == "multiselect" then
     if tv == "string" then
-      if not def.values[v] then
+      if def.values and not def.values[v] then
         return show(v) .. " is not an option of the multiselect (one of: " .. option_list(def) .. ")"
       end
       return
@@ -384,7 +387,7 @@ function _M.check_value(def, v)
       end
     end
     for i = 1, n do
-      if type(v[i]) ~= "string" or not def.values[v[i]] then
+      if type(v[i]) ~= "string" or (def.values and not def.values[v[i]]) then
         return format("[%d]: %s is not an option of the multiselect (one of: %s)", i, show(v[i]), option_list(def))
       end
     end
