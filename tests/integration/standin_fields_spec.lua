@@ -366,6 +366,15 @@ describe("stand-in user fields", function()
       assert.equal("line", base_errors(bad)[1].field_key)
     end)
 
+    it("Ruby regexps count characters, not bytes: \\A.{3}\\z takes 'zoë' and refuses 'zoëe'", function()
+      s:config{ user_fields = { { key = "three", type = "regexp", regexp = "\\A.{3}\\z" } } }
+      local ok = upsert{ name = "Z", email = "z@example.com", user_fields = { three = "zo\u{eb}" } }
+      assert.equal(201, ok.status, ok.body)
+      assert.equal("zo\u{eb}", standin.decode(ok.body).user.user_fields.three)
+      local bad = upsert{ name = "Z2", email = "z2@example.com", user_fields = { three = "zo\u{eb}e" } }
+      assert.equal("three", base_errors(bad)[1].field_key)
+    end)
+
     it("ignores an inactive field's value and names it in X-Zendesk-API-Warn", function()
       s:config{ user_fields = {
         { key = "vip", type = "checkbox", active = false },
