@@ -631,7 +631,8 @@ local function csv_reader(reader, file, opts, name)
           "opts.columns = {[%q] = false}", name, header, i, near, header, header)}, true
     end
     local ufkey = spec and match(spec, "^user_fields%.(.+)$")
-    if ufkey and not def and field_types[ufkey] == nil and opts.schema then
+    -- (also for a column typed by hand: the account at hand still has to have the field)
+    if ufkey and not def and opts.schema then
       -- a custom-field column the account does not have: fatal before anything is sent
       local sc, serr = get_schema()
       if serr then return nil, serr end
@@ -647,6 +648,17 @@ local function csv_reader(reader, file, opts, name)
               " (it has no user fields)")}
         end
         spec = "user_fields." .. def.key
+        -- typed by hand: the hand's type converts the cell (the account still checks the value)
+        if field_types[ufkey] ~= nil then
+          if field_types[def.key] == nil then
+            -- the account's spelling of the key takes the type (a copy: opts stays the caller's)
+            local ft = {}
+            for k, v in pairs(field_types) do ft[k] = v end
+            ft[def.key] = field_types[ufkey]
+            field_types = ft
+          end
+          def = nil
+        end
       end
     end
     if spec then
