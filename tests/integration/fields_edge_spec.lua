@@ -163,11 +163,11 @@ describe("user fields, edge cases", function()
     for _, r in ipairs(s:requests()) do assert.equal("GET", r.method) end
     assert.equal(0, #s:users())
     -- typed by hand in another case than the account's key: the account's key, the hand's type
-    local types = { EMPLOYEE_NUMBER = "integer" }
-    report = assert(sync(file("typed_case.csv", "email,name,Employee_Number\nann@example.com,Ann,0042\n"),
+    local types = { SKILLS = "multiselect" }
+    report = assert(sync(file("typed_case.csv", "email,name,Skills\nann@example.com,Ann,lua;c\n"),
       { field_types = types }))
     assert.equal(1, report.created, report.rows[1].reason)
-    assert.equal(42, by_email()["ann@example.com"].user_fields.employee_number)
-    assert.same({ EMPLOYEE_NUMBER = "integer" }, types)               -- the caller's table is left alone
+    assert.same({ "lua", "c" }, by_email()["ann@example.com"].user_fields.skills)
+    assert.same({ SKILLS = "multiselect" }, types)                    -- the caller's table is left alone
   end)
 end)
