@@ -286,6 +286,7 @@ describe("zendesk.fields", function()
       assert.same({ nil, "is not a boolean (true/false, yes/no, 1/0)" }, { conv("vip", "maybe") })
       assert.equal("2024-03-01", conv("start_date", "2024-03-01"))
       assert.equal("2024-03-01", conv("start_date", "2024-03-01T23:59:59+02:00"))
+      assert.equal("2024-03-01", conv("start_date", "2024-03-01 09:30:00"))   -- a spreadsheet's date and time
       assert.same({ nil, "is not a valid date" }, { conv("start_date", "2024-02-30") })
       assert.same({ nil, "is not a date (YYYY-MM-DD)" }, { conv("start_date", "01/03/2024") })
       assert.equal(42, conv("employee_number", "42"))
