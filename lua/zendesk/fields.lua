@@ -12,11 +12,13 @@
 -- syntax: keys = fields.closest(schema, name [, n])
 --
 -- A definition (def) is {key, type, title, active, id, options = {value, ...}, names =
--- {lower(name) -> value}, values = {value -> true}, regexp = source, re = compiled | false,
+-- {lower(name) -> value}, values = {value -> true} (names, values: nil when it lists no options),
+-- regexp = source, re = compiled | false,
 -- unchecked = why the regexp is not checked here}.
 -- Zendesk's regexp_for_validation is a Ruby regexp: it is compiled with PCRE2 (lua-rex-pcre2),
 -- with Ruby's meaning of ^ and $ (line anchors: MULTILINE), of (?m) (dot matches a newline: PCRE2's
--- s) and of \h (a hex digit). A pattern PCRE2 cannot compile, or every pattern when lua-rex-pcre2
+-- s) and of \h (a hex digit). A pattern PCRE2 cannot compile, one it would read otherwise (a class
+-- intersection &&, a class nested in a class), or every pattern when lua-rex-pcre2
 -- is not installed, is not checked here: Zendesk decides; schema.notes says so, one line each.
 local core = require "zendesk.core"
 local options = require "zendesk.options"
@@ -53,14 +55,21 @@ _M.regex_engine = rex and ("PCRE2 " .. tostring(rex.version and rex.version() or
 -- Ruby regexps with PCRE2
 
 -- The PCRE2 spelling of a Ruby regexp, or nil and why it has none.
+-- Its second answer is true when the pattern has a POSIX bracket or \b/\B: Ruby reads those with
+-- Unicode, PCRE2 (no UCP, so that \d \w \s stay ASCII as in Ruby) with ASCII; they agree on an
+-- ASCII subject only.
 local function ruby_to_pcre(src)
   local out, i, n, class = {}, 1, #src, 0
+  local ascii_only = false
   while i <= n do
     local c = sub(src, i, i)
     if c == "\\" then
       local d = sub(src, i + 1, i + 1)
       if d == "h" then
         out[#out + 1] = class > 0 and "0-9a-fA-F" or "[0-9a-fA-F]"
+      elseif d == "b" or d == "B" then
+        if class == 0 then ascii_only = true end
+        out[#out + 1] = c .. d
       elseif d == "H" then
         if class > 0 then return nil, "\\H inside a character class" end
         out[#out + 1] = "[^0-9a-fA-F]"
@@ -68,6 +77,17 @@ local function ruby_to_pcre(src)
         out[#out + 1] = c .. d
       end
       i = i + 2
+    elseif c == "[" and class > 0 then
+      -- inside a class: a POSIX bracket [:alpha:] means the same on ASCII; a nested class is
+      -- a union in Ruby and a literal [ in PCRE2 (which then compiles to another pattern)
+      local posix = match(src, "^%[:%^?%a+:%]", i)
+      if not posix then return nil, "a character class inside a class (Ruby's union) has no PCRE2 form" end
+      out[#out + 1] = posix
+      i = i + #posix
+      -- only [:xdigit:] and [:ascii:] are ASCII in Ruby too ([:digit:] is Unicode Nd there)
+      if not find(posix, "^%[:%^?xdigit:%]$") and not find(posix, "^%[:%^?ascii:%]$") then ascii_only = true end
+    elseif c == "&" and class > 0 and sub(src, i + 1, i + 1) == "&" then
+      return nil, "a class intersection (&&) has no PCRE2 form"
     elseif c == "[" then
       class = class + 1
       out[#out + 1] = c
@@ -94,11 +114,12 @@ local function ruby_to_pcre(src)
       i = i + 1
     end
   end
-  return concat(out)
+  return concat(out), ascii_only
 end
 _M.ruby_to_pcre = ruby_to_pcre
 
 -- compiled, or false and why it is not checked here
+-- compiled and whether it is checked on ASCII values only, or false and why it is not checked here
 local function compile(src)
   if not rex then return false, "lua-rex-pcre2 is not installed" end
   local p, why = ruby_to_pcre(src)
@@ -106,7 +127,7 @@ local function compile(src)
   local f = rex.flags()
   local ok, re = pcall(rex.new, p, f.MULTILINE + f.UTF)
   if not ok or not re then return false, tostring(re) end
-  return re
+  return re, nil, why
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -147,12 +168,14 @@ function _M.schema(list)
           end
         end
       end
+      -- no options listed: nothing to check a value against here, so any value goes (Zendesk decides)
+      if #def.options == 0 then def.values, def.names = nil, nil end
     elseif t == "regexp" then
       local src = f.regexp_for_validation
       if type(src) == "string" and src ~= "" then
         def.regexp = src
-        local re, why = compile(src)
-        def.re = re
+        local re, why, ascii_only = compile(src)
+        def.re, def.ascii_only = re, ascii_only or nil
         if not re then
           def.unchecked = why
           if rex then
@@ -206,12 +229,15 @@ local function distance(a, b)
 end
 
 -- syntax: keys = fields.closest(schema, name [, n])   (the n, default 3, keys nearest to name)
+-- Names and titles are compared on their first NEAR_LEN bytes: the distance costs the product of
+-- the lengths, and a header of megabytes would otherwise hold the run for hours.
+local NEAR_LEN = 64
 function _M.closest(S, name, n)
   n = n or 3
-  local ln, scored = lower(name), {}
+  local ln, scored = lower(sub(name, 1, NEAR_LEN)), {}
   for i, d in ipairs(S.list) do
-    local s = distance(ln, lower(d.key))
-    local st = distance(ln, lower(d.title))
+    local s = distance(ln, lower(sub(d.key, 1, NEAR_LEN)))
+    local st = distance(ln, lower(sub(d.title, 1, NEAR_LEN)))
     scored[#scored + 1] = { key = d.key, score = s < st and s or st, i = i }
   end
   sort(scored, function(x, y) if x.score ~= y.score then return x.score < y.score end return x.i < y.i end)
@@ -225,7 +251,12 @@ end
 
 local function show(v)
   local s = type(v) == "string" and v or tostring(v)
-  if #s > 60 then s = sub(s, 1, 57) .. "..." end
+  if #s > 60 then
+    -- cut before a UTF-8 continuation byte never: the message stays valid UTF-8
+    local cut = 57
+    while cut > 1 and (byte(s, cut + 1) or 0) >= 0x80 and (byte(s, cut + 1) or 0) < 0xC0 do cut = cut - 1 end
+    s = sub(s, 1, cut) .. "..."
+  end
   return "'" .. gsub(s, "%c", " ") .. "'"
 end
 
@@ -253,9 +284,20 @@ local function option_list(def)
   return concat(o, ", ")
 end
 
+-- true when v matches def's pattern (or the pattern is not checked here), else false and why.
+-- The pattern is compiled for UTF-8: a subject that is not UTF-8 would make PCRE2 raise, so it is
+-- refused first (no JSON carries it to Zendesk); any other failure of the match itself (PCRE2's
+-- match or depth limit on a pattern that backtracks without end) leaves the value to Zendesk.
+local utf8_check = core.utf8_check
 local function regexp_ok(def, v)
   if not def.re then return true end
-  return def.re:exec(v) ~= nil
+  local at = utf8_check(v)
+  if at then return false, format("is not valid UTF-8 (byte %d)", at) end
+  if def.ascii_only and find(v, "[\128-\255]") then return true end
+  local ok, m = pcall(def.re.exec, def.re, v)
+  if not ok then return true end
+  if m == nil then return false, "does not match the field's pattern " .. def.regexp end
+  return true
 end
 
 local MAX_EXACT = 2 ^ 53
@@ -264,8 +306,9 @@ local function to_integer(s)
   if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
   local n = tonumber(s)
   if tointeger then
-    n = tointeger(n)
-    if not n then return nil, "is out of the 64-bit integer range" end
+    -- Lua reads a decimal integer past the 64-bit range as a float; -2^63-1 rounds to -2^63,
+    -- which math.tointeger takes: only an integer read as an integer is in range
+    if math.type(n) ~= "integer" then return nil, "is out of the 64-bit integer range" end
   elseif n >= MAX_EXACT or n <= -MAX_EXACT then
     return nil, "is too large to be exact under LuaJIT (2^53 or more)"
   end
@@ -321,14 +364,17 @@ function _M.check_value(def, v)
   elseif t == "regexp" then
     if tv == "number" then v = tostring(v)
     elseif tv ~= "string" then return "must be a string (a regexp field), got " .. show(v) end
-    if v ~= "" and not regexp_ok(def, v) then return show(v) .. " does not match the field's pattern " .. def.regexp end
+    if v ~= "" then
+      local ok, why = regexp_ok(def, v)
+      if not ok then return show(v) .. " " .. why end
+    end
   elseif t == "dropdown" then
-    if tv ~= "string" or (v ~= "" and #def.options > 0 and not def.values[v]) then
+    if tv ~= "string" or (v ~= "" and def.values and not def.values[v]) then
       return show(v) .. " is not an option of the dropdown (one of: " .. option_list(def) .. ")"
     end
   elseif t == "multiselect" then
     if tv == "string" then
-      if not def.values[v] then
+      if def.values and not def.values[v] then
         return show(v) .. " is not an option of the multiselect (one of: " .. option_list(def) .. ")"
       end
       return
@@ -341,7 +387,7 @@ function _M.check_value(def, v)
       end
     end
     for i = 1, n do
-      if type(v[i]) ~= "string" or not def.values[v[i]] then
+      if type(v[i]) ~= "string" or (def.values and not def.values[v[i]]) then
         return format("[%d]: %s is not an option of the multiselect (one of: %s)", i, show(v[i]), option_list(def))
       end
     end
@@ -483,7 +529,8 @@ function _M.convert(def, v, sep)
     end
     return list
   elseif t == "regexp" then
-    if not regexp_ok(def, v) then return nil, "does not match the field's pattern " .. def.regexp end
+    local ok, why = regexp_ok(def, v)
+    if not ok then return nil, why end
   end
   return v
 end

@@ -169,9 +169,9 @@ local function to_integer(s)
   if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
   local n = tonumber(s)
   if tointeger then
-    -- past 2^63 tonumber answers a float; an id must never become one
-    n = tointeger(n)
-    if not n then return nil, "is out of the 64-bit integer range" end
+    -- past the 64-bit range tonumber answers a float; an id must never become one, not even
+    -- -2^63-1, whose float is -2^63 exactly (math.tointeger would take it)
+    if math.type(n) ~= "integer" then return nil, "is out of the 64-bit integer range" end
   elseif n >= MAX_EXACT or n <= -MAX_EXACT then
     -- a double holds every integer below 2^53; from there on tonumber rounds silently
     return nil, "is too large to be exact under LuaJIT (2^53 or more)"
@@ -273,9 +273,12 @@ local function make_setter(spec, field_types, tag_sep, def, label)
         uf[key] = v
       end
     end
+    local multi = ft == "multiselect" or (not ft and def and def.type == "multiselect")
     return function(u, v)
       local x, why = conv(v)
       if x == nil then return label .. ": " .. show(v) .. " " .. why end
+      -- a multiselect cell of separators only leaves the field out, as a tags cell does
+      if multi and #x == 0 then return end
       local uf = u.user_fields
       if not uf then uf = {}; u.user_fields = uf end
       uf[key] = x
@@ -628,7 +631,8 @@ local function csv_reader(reader, file, opts, name)
           "opts.columns = {[%q] = false}", name, header, i, near, header, header)}, true
     end
     local ufkey = spec and match(spec, "^user_fields%.(.+)$")
-    if ufkey and not def and field_types[ufkey] == nil and opts.schema then
+    -- (also for a column typed by hand: the account at hand still has to have the field)
+    if ufkey and not def and opts.schema then
       -- a custom-field column the account does not have: fatal before anything is sent
       local sc, serr = get_schema()
       if serr then return nil, serr end
@@ -644,6 +648,17 @@ local function csv_reader(reader, file, opts, name)
               " (it has no user fields)")}
         end
         spec = "user_fields." .. def.key
+        -- typed by hand: the hand's type converts the cell (the account still checks the value)
+        if field_types[ufkey] ~= nil then
+          if field_types[def.key] == nil then
+            -- the account's spelling of the key takes the type (a copy: opts stays the caller's)
+            local ft = {}
+            for k, v in pairs(field_types) do ft[k] = v end
+            ft[def.key] = field_types[ufkey]
+            field_types = ft
+          end
+          def = nil
+        end
       end
     end
     if spec then
@@ -734,6 +749,15 @@ local function csv_reader(reader, file, opts, name)
           local why = setters[i](user, v)
           if why then problem = problem and problem .. "; " .. why or why end
         end
+      end
+    end
+    -- a row whose email is only in identities.email: its first one is the user's email, which
+    -- Zendesk makes the primary on create anyway; create_or_update matches on email (and
+    -- external_id), not on identities, so without it the next run fails as a duplicate email
+    local ids = user.identities
+    if ids and user.email == nil then
+      for j = 1, #ids do
+        if ids[j].type == "email" then user.email = ids[j].value break end
       end
     end
     -- the cells that did map, 4th: for naming the row (its email) in a report, never for sending

@@ -28,8 +28,8 @@ local TEN = {
       { standin.null, false } },
     bad = { "True", "FALSE", "yes", "", 1 } },
   { def = { key = "f_date", type = "date" },
-    good = { { "2024-02-29", "2024-02-29" }, { "2024-03-01T10:00:00Z", "2024-03-01" } },
-    bad = { "2023-02-29", "2024-13-01", "01/02/2024", 20240101 } },
+    good = { { "2024-02-29", "2024-02-29" }, { "2000-02-29", "2000-02-29" }, { "2024-03-01T10:00:00Z", "2024-03-01" } },
+    bad = { "2023-02-29", "1900-02-29", "2024-13-01", "01/02/2024", 20240101 } },
   { def = { key = "f_int", type = "integer" },
     good = { { 42, 42 }, { "-7", -7 }, { "007", 7 } },
     bad = { 4.5, "4.5", "x", "9223372036854775808", 1e20, true } },
@@ -364,6 +364,15 @@ describe("stand-in user fields", function()
       assert.equal("anything", uf.broken)
       local bad = upsert{ name = "R2", email = "r2@example.com", user_fields = { line = "note B-1" } }
       assert.equal("line", base_errors(bad)[1].field_key)
+    end)
+
+    it("Ruby regexps count characters, not bytes: \\A.{3}\\z takes 'zoë' and refuses 'zoëe'", function()
+      s:config{ user_fields = { { key = "three", type = "regexp", regexp = "\\A.{3}\\z" } } }
+      local ok = upsert{ name = "Z", email = "z@example.com", user_fields = { three = "zo\u{eb}" } }
+      assert.equal(201, ok.status, ok.body)
+      assert.equal("zo\u{eb}", standin.decode(ok.body).user.user_fields.three)
+      local bad = upsert{ name = "Z2", email = "z2@example.com", user_fields = { three = "zo\u{eb}e" } }
+      assert.equal("three", base_errors(bad)[1].field_key)
     end)
 
     it("ignores an inactive field's value and names it in X-Zendesk-API-Warn", function()

@@ -83,6 +83,27 @@ describe("zendesk.fields", function()
       assert.equal("level", near[1])
       assert.same({ "employee_number" }, fields.closest(S, "employee_nr", 1))
     end)
+
+    it("names the closest keys of a huge name in bounded work (a 1 MB header is not a hang) #lua54", function()
+      local defs = {}
+      for i = 1, 230 do defs[i] = { key = "field_number_" .. i, type = "text", title = "Field number " .. i } end
+      local big = fields.schema(defs)
+      -- counted in VM instructions, not time: the edit distance over 1 MB would take billions
+      local budget = 2e8
+      debug.sethook(function() budget = budget - 1e6; if budget < 0 then error("over budget", 2) end end, "", 1e6)
+      local ok, near = pcall(fields.closest, big, ("x"):rep(1024 * 1024) .. "field_number_7")
+      debug.sethook()
+      assert.is_true(ok, tostring(near))
+      assert.equal(3, #near)
+      -- a long title does not cost more either
+      budget = 2e8
+      local long = fields.schema{ { key = "k", type = "text", title = ("t"):rep(1024 * 1024) } }
+      debug.sethook(function() budget = budget - 1e6; if budget < 0 then error("over budget", 2) end end, "", 1e6)
+      ok, near = pcall(fields.closest, long, ("x"):rep(1024 * 1024))
+      debug.sethook()
+      assert.is_true(ok, tostring(near))
+      assert.same({ "k" }, near)
+    end)
   end)
 
   describe("values of each of the ten types", function()
@@ -176,6 +197,34 @@ describe("zendesk.fields", function()
       assert.is_nil(fields.check_value(d, "zoë"))
     end)
 
+    it("leaves to Zendesk a Ruby class PCRE2 reads otherwise: && intersection, a nested class", function()
+      -- Ruby: [a-z&&[^aeiou]] is a consonant, [a[bc]] is a, b or c; PCRE2 compiles both, meaning
+      -- other things (a literal & and [, then a literal ]), and would refuse what Zendesk takes
+      for _, src in ipairs{ "\\A[a-z&&[^aeiou]]+\\z", "\\A[a[bc]]+\\z", "\\A[^[x]y]\\z" } do
+        local s = def(src)
+        assert.equal(1, #s.notes, src)
+        assert.matches("cannot be compiled here", s.notes[1].message)
+        assert.is_nil(fields.check_value(s.by_key.r, "b"), src)
+        assert.equal("b", fields.convert(s.by_key.r, "b", ";"))
+      end
+      -- a POSIX bracket and an escaped [ inside a class are the same in both: still checked
+      local d = def("\\A[[:alpha:]\\[]+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, "ab["))
+      assert.is_not_nil(fields.check_value(d, "a1"))
+      assert.equal(0, #def("\\A[[:alpha:]\\[]+\\z").notes)
+    end)
+
+    it("leaves to Zendesk a non-ASCII value where Ruby's POSIX brackets and \\b are Unicode and PCRE2's are not", function()
+      -- Ruby (Onigmo, default (?d)): [[:alpha:]], \b use Unicode; \w, \d, \s are ASCII
+      local d = def("\\A[[:alpha:]]+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, "caf\u{e9}"))               -- Ruby takes it
+      assert.is_not_nil(fields.check_value(d, "caf1"))                 -- ASCII: still checked here
+      d = def("\\Acaf\u{e9}\\b").by_key.r
+      assert.is_nil(fields.check_value(d, "caf\u{e9}"))
+      d = def("\\A\\w+\\z").by_key.r                                   -- ASCII \w in both
+      assert.is_not_nil(fields.check_value(d, "caf\u{e9}"))
+    end)
+
     it("leaves a pattern it cannot compile to Zendesk and says so once", function()
       local s = fields.schema{ { key = "r", type = "regexp", regexp_for_validation = "\\A(?<open" },
                                { key = "ok", type = "regexp", regexp_for_validation = "\\Ax\\z" } }
@@ -184,6 +233,23 @@ describe("zendesk.fields", function()
       assert.matches("its validation regexp \\A%(%?<open cannot be compiled here", s.notes[1].message)
       assert.is_nil(fields.check_value(s.by_key.r, "anything"))
       assert.is_not_nil(fields.check_value(s.by_key.ok, "y"))
+    end)
+
+    it("refuses a value that is not UTF-8, naming the byte, instead of raising PCRE2's error", function()
+      local d = def("\\AB-[0-9]+\\z").by_key.r
+      assert.equal("'B-1\xe9' is not valid UTF-8 (byte 4)", fields.check_value(d, "B-1\xe9"))
+      assert.same({ nil, "is not valid UTF-8 (byte 1)" }, { fields.convert(d, "\xffB-1", ";") })
+      local ok, err = fields.check_user(fields.schema{ { key = "r", type = "regexp", regexp_for_validation = "x" } },
+                                        { user_fields = { r = "x\xc3" } }, "users[2]")
+      assert.is_nil(ok)
+      assert.equal("users[2].user_fields.r: 'x\xc3' is not valid UTF-8 (byte 2)", err.message)
+    end)
+
+    it("leaves to Zendesk a value whose match PCRE2 gives up on (its match limit), never raising", function()
+      local d = def("\\A(a+)+\\z").by_key.r
+      assert.is_nil(fields.check_value(d, ("a"):rep(40) .. "b"))
+      assert.equal(("a"):rep(40) .. "b", fields.convert(d, ("a"):rep(40) .. "b", ";"))
+      assert.is_not_nil(fields.check_value(d, "b"))         -- a plain mismatch is still refused
     end)
 
     it("loads without lua-rex-pcre2 and says that regexp fields are not checked", function()
@@ -220,6 +286,7 @@ describe("zendesk.fields", function()
       assert.same({ nil, "is not a boolean (true/false, yes/no, 1/0)" }, { conv("vip", "maybe") })
       assert.equal("2024-03-01", conv("start_date", "2024-03-01"))
       assert.equal("2024-03-01", conv("start_date", "2024-03-01T23:59:59+02:00"))
+      assert.equal("2024-03-01", conv("start_date", "2024-03-01 09:30:00"))   -- a spreadsheet's date and time
       assert.same({ nil, "is not a valid date" }, { conv("start_date", "2024-02-30") })
       assert.same({ nil, "is not a date (YYYY-MM-DD)" }, { conv("start_date", "01/03/2024") })
       assert.equal(42, conv("employee_number", "42"))
@@ -237,6 +304,25 @@ describe("zendesk.fields", function()
       assert.same({ nil, "has 'cobol', which is not an option (one of: lua, c)" }, { conv("skills", "lua;cobol") })
       assert.equal(77, conv("manager", "77"))
       assert.same({ nil, "is not the id of a record (a positive integer)" }, { conv("manager", "Ann") })
+    end)
+
+    it("refuses an integer cell one past the 64-bit range at either end, never rounding it #lua54", function()
+      assert.equal(math.mininteger, conv("employee_number", "-9223372036854775808"))
+      assert.equal(math.maxinteger, conv("employee_number", "9223372036854775807"))
+      assert.same({ nil, "is out of the 64-bit integer range" }, { conv("employee_number", "-9223372036854775809") })
+      assert.same({ nil, "is out of the 64-bit integer range" }, { conv("employee_number", "9223372036854775808") })
+      assert.same({ nil, "is not the id of a record (a positive integer)" }, { conv("manager", "-9223372036854775809") })
+      assert.is_not_nil(fields.check_value(S.by_key.employee_number, "-9223372036854775809"))
+    end)
+
+    it("takes any value for a dropdown or multiselect the account lists with no options, cell or JSON alike", function()
+      local s = fields.schema{ { key = "d", type = "dropdown" }, { key = "m", type = "multiselect", custom_field_options = {} } }
+      assert.is_nil(fields.check_value(s.by_key.d, "anything"))
+      assert.equal("anything", fields.convert(s.by_key.d, "anything", ";"))
+      assert.is_nil(fields.check_value(s.by_key.m, { "a", "b" }))
+      assert.is_nil(fields.check_value(s.by_key.m, "a"))
+      assert.same({ "a", "b" }, fields.convert(s.by_key.m, "a;b", ";"))
+      assert.is_not_nil(fields.check_value(s.by_key.m, { 1 }))          -- still an array of strings
     end)
 
     it("takes a type alone (opts.field_types) with no options or pattern to check", function()

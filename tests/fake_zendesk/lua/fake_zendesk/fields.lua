@@ -208,10 +208,11 @@ local function has_option(def, v)
 end
 
 -- Whether s matches the field's Ruby regexp (PCRE with "m": Ruby's ^ and $ are line
--- anchors; \A \z \Z mean the same in both). An uncompilable pattern checks nothing.
+-- anchors; \A \z \Z mean the same in both; "u": characters, not bytes). An uncompilable pattern
+-- checks nothing.
 local function regexp_ok(def, s)
   if not def.regexp or not ngx then return true end
-  local from, _, err = ngx.re.find(s, def.regexp, "mjo")
+  local from, _, err = ngx.re.find(s, def.regexp, "mjou")
   if err then return true end
   return from ~= nil
 end
