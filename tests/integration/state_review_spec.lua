@@ -1,0 +1,97 @@
+-- sync_users with a state: defects found by an adversarial review, pinned against the stand-in.
+-- A person present in the input under another key than the state's (an external_id added or
+-- removed) is no leaver even when their row is not confirmed this run; a person twice in one
+-- input leaves Zendesk with the last row every night, as a run without a state does.
+local standin = require "support.standin"
+local zendesk = require "zendesk"
+local tmpname = standin.tmpname
+
+local function person(i, suffix)
+  return { email = ("p%d@example.com"):format(i), external_id = ("EMP-%d"):format(i),
+           name = ("Person %d%s"):format(i, suffix or "") }
+end
+
+local function people(n)
+  local t = {}
+  for i = 1, n do t[i] = person(i) end
+  return t
+end
+
+local function by_email(s)
+  local t = {}
+  for _, u in ipairs(s:users()) do
+    assert.is_nil(t[u.email], "two users with email " .. tostring(u.email))
+    t[u.email] = u
+  end
+  return t
+end
+
+describe("sync_users with a state (review)", function()
+  local s, client, path
+
+  setup(function() s = standin.start() end)
+  teardown(function()
+    if client then client:close() end
+    s:stop()
+  end)
+  before_each(function()
+    s:reset()
+    s:config{ job_delay_ms = 0, per_user_limit = 0, rate_limit_per_minute = 0 }
+    if client then client:close() end
+    client = zendesk.new{ url = s.url, email = standin.EMAIL, token = standin.TOKEN, max_retries = 2,
+                          retry_base_delay = 0.05 }
+    path = tmpname(".state")
+    os.remove(path)
+  end)
+  after_each(function()
+    for _, suf in ipairs{ "", "-wal", "-shm" } do os.remove(path .. suf) end
+  end)
+
+  local function run(rows, opts)
+    opts = opts or {}
+    opts.state = path
+    opts.collect_rows = true
+    opts.poll_interval = 0.02
+    return client:sync_users(rows, opts)
+  end
+
+  it("an external_id added on an invalid row: the person keyed by email is present, not suspended", function()
+    local rows = people(30)
+    rows[5].external_id = nil
+    assert(run(rows))                      -- the state keys person 5 by email
+    rows = people(30)                      -- now with EMP-5, and a role Zendesk has not
+    rows[5].role = "bogus"
+    local r = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(1, r.invalid)
+    assert.equal(0, r.suspended)
+    assert.is_falsy(by_email(s)["p5@example.com"].suspended)
+  end)
+
+  it("an external_id dropped on an invalid row: the person keyed by external_id is present", function()
+    assert(run(people(30)))                -- the state keys person 5 by EMP-5
+    local rows = people(30)
+    rows[5].external_id = nil
+    rows[5].role = "bogus"
+    local r = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(1, r.invalid)
+    assert.equal(0, r.suspended)
+    assert.is_falsy(by_email(s)["p5@example.com"].suspended)
+    -- and a dry run counts nobody leaving
+    local d = assert(client:sync_users(rows, { state = path, dry_run = true, leavers = "suspend" }))
+    assert.equal(0, d.leaving)
+  end)
+
+  it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
+    local function input()
+      local rows = people(10)
+      rows[#rows + 1] = person(3, " (second row)")   -- the same person again, later: the last word
+      return rows
+    end
+    for night = 1, 3 do
+      local r = assert(run(input()))
+      assert.equal(11, r.total)
+      assert.equal(0, r.failed)
+      assert.equal("Person 3 (second row)", by_email(s)["p3@example.com"].name, "night " .. night)
+    end
+  end)
+end)
