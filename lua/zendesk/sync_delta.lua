@@ -44,10 +44,18 @@ function _M.attach(S, client, opts)
   return true
 end
 
--- Any row read (valid, invalid, skipped, or finished before a resume): its person is present.
+-- Any row read (valid, invalid, skipped, or finished before a resume): its person is present
+-- under every key the row names (a person the state keys by email whose row now carries an
+-- external_id is no leaver, even if the row is invalid). Notes whether an earlier row of this
+-- input had the same state key (self.again: see unchanged).
 function Delta:saw(user)
-  local key = self.state.key_of(user)
-  if key then self.st:saw(key) end
+  local ks = self.state.keys_of(user)
+  local again = false
+  for i = 1, #ks do
+    -- ks[1] is the person's key in the state (key_of): the one that decides "named before"
+    if not self.st:saw(ks[i]) and i == 1 then again = true end
+  end
+  self.again = again
 end
 
 -- A row read (before validation): answers the Zendesk id when its canonical JSON has the hash
@@ -61,7 +69,10 @@ function Delta:unchanged(row, user)
   local hash = state.hash(user)
   local id, last, suspended = self.st:lookup(key)
   self.hash, self.id, self.suspended = hash, id, suspended or false
-  if id and not suspended and last == hash and not self.full then
+  -- a person named by an earlier row of this input is sent again whatever the state says:
+  -- that row may have been sent (it differed), and the last row must be the last word in
+  -- Zendesk, as in a run without a state
+  if id and not suspended and last == hash and not self.full and not self.again then
     self.counts.unchanged = self.counts.unchanged + 1
     return id
   end
@@ -105,7 +116,7 @@ function Delta:confirm(outs)
     local o = outs[i]
     if (o.outcome == "created" or o.outcome == "updated") and is_int(o.id) then
       any = true
-      if st:confirm(o.row, o.id) then o.outcome = "restored" end
+      if st:confirm(o.row, o.id, nil, o.email) then o.outcome = "restored" end
     end
   end
   if any then
