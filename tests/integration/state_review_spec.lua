@@ -83,6 +83,34 @@ describe("sync_users with a state (review)", function()
     assert.is_true(zd["p30@example.com"].suspended)
   end)
 
+  it("refuses a report or journal on the state file, whatever the spelling, and leaves the state whole",
+     function()
+    local dir = path:match("^(.*)/") or "."
+    local base = path:match("([^/]*)$")
+    local st = dir .. "/" .. base .. ".csv"   -- a name a report may have
+    local function runs(opts)
+      opts.state, opts.collect_rows, opts.poll_interval = st, true, 0.02
+      return client:sync_users(people(5), opts)
+    end
+    local ok, err = pcall(function()
+      assert(runs{})
+      for _, o in ipairs{ { report = st }, { report = dir .. "/./" .. base .. ".csv" }, { journal = st },
+                          { journal = dir .. "/../" .. dir:match("([^/]*)$") .. "/" .. base .. ".csv" } } do
+        local r, e = runs(o)
+        assert.is_nil(r, next(o) .. " " .. tostring(o.report or o.journal))
+        assert.equal("validation", e.kind)
+        assert.matches("state", tostring(e))
+        local f = assert(io.open(st, "rb"))
+        assert.equal("SQLite format 3\0", f:read(16))
+        f:close()
+      end
+      local r = assert(runs{})
+      assert.equal(5, r.unchanged)
+    end)
+    for _, suf in ipairs{ "", "-wal", "-shm" } do os.remove(st .. suf) end
+    assert(ok, err)
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
