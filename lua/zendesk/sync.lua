@@ -250,6 +250,22 @@ local function start(S, client, source, opts)
     end
   end
 
+  -- nor the state: a report renamed over it or a journal appended to it destroys it
+  if opts.state then
+    local sid = core.file_id(opts.state)
+    local others = { { "input", type(source) == "string" and source or nil, input_id } }
+    for _, o in ipairs(outputs) do others[#others + 1] = o end
+    for _, o in ipairs(others) do
+      local what, p = o[1], o[2]
+      local pid = o[3] or (p and core.file_id(p))
+      if (sid and pid and sid == pid) or (p and same_new_path(p, opts.state)) then
+        return nil, core.error{ kind = "validation", path = p, message = format(
+          "%s %s is the state file %s: refused, it would destroy the state (give them different paths)",
+          what, tostring(p), opts.state) }
+      end
+    end
+  end
+
   if io_type(source) == "file" then
     -- before the reader buffers anything: where the caller's handle starts and ends
     local cur = source:seek("cur")

@@ -93,6 +93,11 @@ describe("sync_users with a state (review)", function()
       return client:sync_users(people(5), opts)
     end
     local ok, err = pcall(function()
+      -- a first run, the state not there yet: the same refusal, and nothing is created
+      local r0, e0 = runs{ report = dir .. "/./" .. base .. ".csv" }
+      assert.is_nil(r0)
+      assert.matches("is the state file", tostring(e0))
+      assert.is_nil(io.open(st, "rb"))
       assert(runs{})
       for _, o in ipairs{ { report = st }, { report = dir .. "/./" .. base .. ".csv" }, { journal = st },
                           { journal = dir .. "/../" .. dir:match("([^/]*)$") .. "/" .. base .. ".csv" } } do
@@ -104,10 +109,15 @@ describe("sync_users with a state (review)", function()
         assert.equal("SQLite format 3\0", f:read(16))
         f:close()
       end
+      -- another name of the same file: a journal written through a link appends to the state
+      assert(os.execute("ln -s '" .. st .. "' '" .. st .. ".link'"))
+      local r1, e1 = runs{ journal = st .. ".link" }
+      assert.is_nil(r1)
+      assert.matches("is the state file", tostring(e1))
       local r = assert(runs{})
       assert.equal(5, r.unchanged)
     end)
-    for _, suf in ipairs{ "", "-wal", "-shm" } do os.remove(st .. suf) end
+    for _, suf in ipairs{ "", "-wal", "-shm", ".link" } do os.remove(st .. suf) end
     assert(ok, err)
   end)
 
