@@ -121,6 +121,44 @@ describe("sync_users with a state (review)", function()
     assert(ok, err)
   end)
 
+  it("a resume refuses a state other than the one its journal's run used (or none, or one added)", function()
+    local jpath = tmpname(".journal")
+    local other = tmpname(".state")
+    os.remove(other)
+    local ok, err = pcall(function()
+      assert(run(people(5)))
+      -- a run with the state and a journal, stopped by a callback after its first job
+      local crashed = pcall(run, people(250), { journal = jpath, on_row = function(o)
+        if o.row == 1 then error("simulated crash") end
+      end })
+      assert.is_false(crashed)
+      assert.equal("unfinished", require("zendesk.journal").state(jpath))
+      for _, st in ipairs{ other, false } do
+        local r, e = client:sync_users(people(250), { journal = jpath, resume = true, state = st or nil,
+                                                      poll_interval = 0.02 })
+        assert.is_nil(r, tostring(st))
+        assert.matches("state", tostring(e))
+      end
+      assert.is_nil(io.open(other, "rb"))       -- refused before the other state was created
+      -- the same state, spelled otherwise, resumes
+      local r = assert(client:sync_users(people(250), { journal = jpath, resume = true,
+                                                        state = path:gsub("^(.*)/", "%1/./"), poll_interval = 0.02 }))
+      assert.equal(250, r.total)
+      -- and a journal written without a state refuses one on resume
+      local j2 = tmpname(".journal")
+      pcall(client.sync_users, client, people(250), { journal = j2, poll_interval = 0.02, on_row = function(o)
+        if o.row == 1 then error("simulated crash") end
+      end })
+      local r2, e2 = client:sync_users(people(250), { journal = j2, resume = true, state = path, poll_interval = 0.02 })
+      os.remove(j2)
+      assert.is_nil(r2)
+      assert.matches("state", tostring(e2))
+    end)
+    os.remove(jpath)
+    for _, suf in ipairs{ "", "-wal", "-shm" } do os.remove(other .. suf) end
+    assert(ok, err)
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
