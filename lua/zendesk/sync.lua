@@ -215,6 +215,20 @@ local function start(S, client, source, opts)
   if opts.resume then
     header, source = resume.header(S, client, source, opts, ropts)
     if not header then return nil, source end
+    -- the state the interrupted run used, and no other: its pending rows (by row number) are
+    -- what this resume records, and a stranger's would pair keys with the wrong Zendesk ids
+    local hs = type(header.state) == "string" and header.state or nil
+    local same = hs == opts.state
+    if not same and hs and opts.state then
+      local a = core.file_id(hs)
+      same = (a ~= nil and a == core.file_id(opts.state)) or same_new_path(hs, opts.state)
+    end
+    if not same then
+      return nil, core.error{ kind = "validation", code = "StateMismatch", journal = opts.journal, message = format(
+        "journal %s was written by a run %s, this resume has %s: resume with the same state (option 'state')",
+        opts.journal, hs and "with the state " .. hs or "without a state",
+        opts.state and "the state " .. opts.state or "none") }
+    end
   end
   if source == nil then error("sync_users: argument 'source' is required", 3) end
 
