@@ -159,6 +159,23 @@ describe("sync_users with a state (review)", function()
     assert(ok, err)
   end)
 
+  it("a person this tool suspended whose row says suspended = true stays suspended (the input's word)", function()
+    assert(run(people(40)))
+    local rows = people(40)
+    table.remove(rows, 3)
+    assert(run(rows, { leavers = "suspend" }))
+    assert.is_true(by_email(s)["p3@example.com"].suspended)
+    rows = people(40)
+    rows[3].suspended = true
+    local r = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(0, r.restored)
+    assert.is_true(by_email(s)["p3@example.com"].suspended)
+    -- the row with suspended = false explicitly is a restore
+    rows[3].suspended = false
+    r = assert(run(rows, { leavers = "suspend" }))
+    assert.is_false(by_email(s)["p3@example.com"].suspended)
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
