@@ -89,8 +89,13 @@ function Delta:will_send(row, user)
     return
   end
   if self.id then c.changed = c.changed + 1 else c.new = c.new + 1 end
-  if self.suspended then user.suspended = false end
-  if not self.st.readonly then self.wait[row] = { self.key, self.hash, self.suspended } end
+  -- (a row that says suspended itself has the last word: true keeps them suspended, no restore)
+  local restore = false
+  if self.suspended then
+    if user.suspended == nil then user.suspended = false end
+    restore = user.suspended == false
+  end
+  if not self.st.readonly then self.wait[row] = { self.key, self.hash, restore } end
 end
 
 -- A batch about to be submitted: its rows are pending, committed before the request goes.

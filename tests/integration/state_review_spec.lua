@@ -173,6 +173,7 @@ describe("sync_users with a state (review)", function()
     -- the row with suspended = false explicitly is a restore
     rows[3].suspended = false
     r = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(1, r.restored)
     assert.is_false(by_email(s)["p3@example.com"].suspended)
   end)
 
