@@ -170,10 +170,10 @@ describe("sync_users with a state (review)", function()
     local r = assert(run(rows, { leavers = "suspend" }))
     assert.equal(0, r.restored)
     assert.is_true(by_email(s)["p3@example.com"].suspended)
-    -- the row with suspended = false explicitly is a restore
+    -- the row with suspended = false next: an ordinary change (the input suspended them last)
     rows[3].suspended = false
     r = assert(run(rows, { leavers = "suspend" }))
-    assert.equal(1, r.restored)
+    assert.equal(1, r.updated)
     assert.is_false(by_email(s)["p3@example.com"].suspended)
   end)
 
