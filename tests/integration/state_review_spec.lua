@@ -177,6 +177,30 @@ describe("sync_users with a state (review)", function()
     assert.is_false(by_email(s)["p3@example.com"].suspended)
   end)
 
+  it("a leaver whose suspension Zendesk does not confirm stays active in the state and goes again", function()
+    assert(run(people(40)))
+    local zd = by_email(s)
+    local gone = zd["p3@example.com"].id
+    -- an agent deleted person 3 in Zendesk: the suspension of that id fails
+    assert.equal(200, s:http("DELETE", "/api/v2/users/" .. gone .. ".json").status)
+    local rows = people(40)
+    table.remove(rows, 4)
+    table.remove(rows, 3)
+    local r = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(1, r.suspended)
+    assert.equal(1, r.failed)
+    for _, o in ipairs(r.rows) do
+      if o.outcome == "failed" then assert.equal(gone, o.id) end
+    end
+    local st = assert(require("zendesk.state").open(path, { readonly = true }))
+    assert.is_false(select(3, st:lookup("x:emp-3")))
+    assert.is_true(select(3, st:lookup("x:emp-4")))
+    st:close()
+    local r2 = assert(run(rows, { leavers = "suspend" }))
+    assert.equal(1, r2.failed)
+    assert.equal(0, r2.suspended)
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
