@@ -201,6 +201,44 @@ describe("sync_users with a state (review)", function()
     assert.equal(0, r2.suspended)
   end)
 
+  it("a row nested too deep or cyclic is that row's problem (invalid), not an error of the sync", function()
+    local deep = {}
+    local cur = deep
+    for _ = 1, 80 do cur.x = {} cur = cur.x end
+    local cyclic = {}
+    cyclic.self = cyclic
+    local rows = people(6)
+    rows[2].user_fields = { deep = deep }
+    rows[4].user_fields = { loop = cyclic }
+    local ok, r = pcall(run, rows)
+    assert.is_true(ok, tostring(r))
+    assert(r)
+    assert.equal(6, r.total)
+    assert.equal(2, r.invalid)
+    assert.equal(4, r.created)
+    local bad = {}
+    for _, o in ipairs(r.rows) do
+      if o.outcome == "invalid" then bad[#bad + 1] = o.row end
+    end
+    table.sort(bad)
+    assert.same({ 2, 4 }, bad)
+    -- and from a file: an NDJSON row nested deeper than the state's hash goes, but not deeper than the reader's
+    local nd = tmpname(".ndjson")
+    local lines = {}
+    for i = 1, 3 do
+      local u = ('{"email":"n%d@example.com","name":"N%d"'):format(i, i)
+      if i == 2 then u = u .. ',"user_fields":{"f":' .. ("["):rep(200) .. ("]"):rep(200) .. "}" end
+      lines[i] = u .. "}"
+    end
+    standin.write_file(nd, table.concat(lines, "\n") .. "\n")
+    local ok2, r2 = pcall(run, nd)
+    os.remove(nd)
+    assert.is_true(ok2, tostring(r2))
+    assert(r2)
+    assert.equal(3, r2.total)
+    assert.equal(1, r2.invalid)
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
