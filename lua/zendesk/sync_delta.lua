@@ -7,6 +7,7 @@
 local is_int = require("zendesk.options").is_int
 
 local type, tostring, error, setmetatable, tonumber, require = type, tostring, error, setmetatable, tonumber, require
+local pcall = pcall
 local match, format = string.match, string.format
 
 local _M = {}
@@ -66,13 +67,16 @@ function Delta:unchanged(row, user)
   local key = state.key_of(user)
   self.row, self.key, self.hash, self.id, self.suspended = row, key, nil, nil, false
   if not key then return nil end
-  local hash = state.hash(user)
+  -- a value the hash cannot take (nested too deep, cyclic) is the row's problem: validation
+  -- refuses it as invalid; it is never unchanged and, sent anyway, never recorded
+  local ok, hash = pcall(state.hash, user)
+  if not ok then hash = nil end
   local id, last, suspended = self.st:lookup(key)
   self.hash, self.id, self.suspended = hash, id, suspended or false
   -- a person named by an earlier row of this input is sent again whatever the state says:
   -- that row may have been sent (it differed), and the last row must be the last word in
   -- Zendesk, as in a run without a state
-  if id and not suspended and last == hash and not self.full and not self.again then
+  if hash and id and not suspended and last == hash and not self.full and not self.again then
     self.counts.unchanged = self.counts.unchanged + 1
     return id
   end
@@ -95,7 +99,7 @@ function Delta:will_send(row, user)
     if user.suspended == nil then user.suspended = false end
     restore = user.suspended == false
   end
-  if not self.st.readonly then self.wait[row] = { self.key, self.hash, restore } end
+  if not self.st.readonly and self.hash then self.wait[row] = { self.key, self.hash, restore } end
 end
 
 -- A batch about to be submitted: its rows are pending, committed before the request goes.
