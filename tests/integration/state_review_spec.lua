@@ -239,6 +239,26 @@ describe("sync_users with a state (review)", function()
     assert.equal(1, r2.invalid)
   end)
 
+  it("an input that cannot be read to its end suspends nobody, whatever max_leavers allows", function()
+    assert(run(people(30)))
+    local js = tmpname(".json")
+    local items = {}
+    for i = 1, 10 do
+      items[i] = ('{"email":"p%d@example.com","external_id":"EMP-%d","name":"Person %d"}'):format(i, i, i)
+    end
+    -- a JSON array cut inside its eleventh object: the reader cannot read it to its end
+    standin.write_file(js, "[" .. table.concat(items, ",") .. ',{"email":"p11@exa')
+    local r, err = run(js, { leavers = "suspend", max_leavers = "100%" })
+    os.remove(js)
+    assert.is_nil(r)
+    assert.truthy(err)
+    assert.equal(0, err.report.suspended)
+    for _, q in ipairs(s:requests()) do
+      assert.is_nil(q.path:find("/users/update_many", 1, true), "a suspension was sent: " .. q.path)
+    end
+    for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
