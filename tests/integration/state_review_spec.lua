@@ -259,6 +259,23 @@ describe("sync_users with a state (review)", function()
     for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
   end)
 
+  it("a stray quote that swallows the end of a CSV input suspends nobody, whatever max_leavers allows", function()
+    assert(run(people(30)))
+    local csv = tmpname(".csv")
+    local lines = { "email,external_id,name" }
+    for i = 1, 30 do
+      lines[#lines + 1] = ("p%d@example.com,EMP-%d,%sPerson %d"):format(i, i, i == 27 and '"' or "", i)
+    end
+    standin.write_file(csv, table.concat(lines, "\n") .. "\n")
+    local r, err = run(csv, { leavers = "suspend", max_leavers = "100%" })
+    os.remove(csv)
+    assert.is_nil(r)
+    assert.matches("quoted field", tostring(err))
+    assert.matches("nobody was suspended", tostring(err))
+    assert.equal(0, err.report.suspended)
+    for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
