@@ -276,6 +276,36 @@ describe("sync_users with a state (review)", function()
     for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
   end)
 
+  it("the CLI: a stray quote's run exits 2 like the guard, and says nobody was suspended", function()
+    local q = standin.shell_quote
+    local ROOT = standin.ROOT
+    local cli = "env LUA_PATH=" .. q(ROOT .. "lua/?.lua;" .. ROOT .. "lua/?/init.lua;;")
+      .. " LUA_CPATH=" .. q(ROOT .. "build/lua5.4/?.so;;")
+      .. " ZENDESK_URL=" .. q(s.url) .. " ZENDESK_EMAIL=" .. q(standin.EMAIL)
+      .. " ZENDESK_API_TOKEN=" .. q(standin.TOKEN) .. " lua5.4 " .. q(ROOT .. "bin/zendesk-sync")
+    local csv = tmpname(".csv")
+    local function write(quote_at)
+      local lines = { "email,external_id,name" }
+      for i = 1, 30 do
+        lines[#lines + 1] = ("p%d@example.com,EMP-%d,%sPerson %d"):format(i, i, i == quote_at and '"' or "", i)
+      end
+      standin.write_file(csv, table.concat(lines, "\n") .. "\n")
+    end
+    write(nil)
+    local out, code = standin.sh(cli .. " -q --state " .. q(path) .. " " .. q(csv) .. " 2>&1")
+    assert.equal(0, code, out)
+    write(28)
+    out, code = standin.sh(cli .. " -q --state " .. q(path) .. " --leavers suspend --max-leavers 100% " .. q(csv)
+      .. " 2>&1")
+    os.remove(csv)
+    assert.equal(2, code, out)
+    assert.matches("line 29: unterminated quoted field", out)
+    assert.matches("nobody was suspended", out)
+    assert.matches("this run: 0 created, 0 updated, 27 unchanged, 0 failed, 1 invalid; nobody suspended", out,
+                   1, true)
+    for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
