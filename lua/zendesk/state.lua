@@ -173,6 +173,18 @@ function _M.open(path, opts)
     ok, e = db:exec(SCHEMA)
     if not ok then return fail(e) end
   end
+  -- a state written before people had the alt column (the second key of a person keyed by
+  -- external_id) takes it now; a dry run cannot write, and says so
+  local probe = db:prepare("SELECT alt FROM people LIMIT 0")
+  if probe then
+    probe:close()
+  elseif opts.readonly then
+    return fail("was written by an earlier version of this sync: run it once without --dry-run to upgrade it",
+                "StateVersion")
+  else
+    ok, e = db:exec("ALTER TABLE people ADD COLUMN alt TEXT")
+    if not ok then return fail(e) end
+  end
   ok, e = db:exec("CREATE TEMP TABLE IF NOT EXISTS seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
   if not ok then return fail(e) end
   for name, sql in pairs(STATEMENTS) do

@@ -306,6 +306,26 @@ describe("sync_users with a state (review)", function()
     for _, u in ipairs(s:users()) do assert.is_falsy(u.suspended, u.email) end
   end)
 
+  it("a state written before the alt column is upgraded by a run, and refused with a reason by a dry run",
+     function()
+    local sqlite = require "zendesk.sqlite"
+    local state = require "zendesk.state"
+    local db = assert(sqlite.open(path))
+    assert(db:exec([[CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+      CREATE TABLE people(key TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL,
+        run INTEGER NOT NULL, suspended INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+      INSERT INTO meta VALUES ('version', '1');
+      INSERT INTO people VALUES ('x:emp-1', 7, 'h', 1, 1, 0);]]))
+    db:close()
+    local st0, err = state.open(path, { readonly = true })
+    assert.is_nil(st0)
+    assert.matches("without %-%-dry%-run to upgrade", tostring(err))
+    local st = assert(state.open(path, { url = "http://example" }))
+    assert.equal(7, (st:lookup("x:emp-1")))
+    assert.equal(1, st:leaving())
+    st:close()
+  end)
+
   it("a person twice in one input: Zendesk holds the last row after every run, as without a state", function()
     local function input()
       local rows = people(10)
