@@ -45,18 +45,23 @@ function _M.attach(S, client, opts)
   return true
 end
 
--- Any row read (valid, invalid, skipped, or finished before a resume): its person is present
--- under every key the row names (a person the state keys by email whose row now carries an
--- external_id is no leaver, even if the row is invalid). Notes whether an earlier row of this
--- input had the same state key (self.again: see unchanged).
+-- Any row read (valid, invalid, skipped, or finished before a resume): its person is present.
+-- A person the state does not know under the row's key may be there under its other key (keyed
+-- by email before the row carried an external_id): then every key the row names is marked, so
+-- that they are no leaver even if this row is invalid. Notes whether an earlier row of this
+-- input had the same key (self.again: see unchanged) and keeps the lookup for unchanged.
 function Delta:saw(user)
-  local ks = self.state.keys_of(user)
-  local again = false
-  for i = 1, #ks do
-    -- ks[1] is the person's key in the state (key_of): the one that decides "named before"
-    if not self.st:saw(ks[i]) and i == 1 then again = true end
+  local state, st = self.state, self.st
+  local key = state.key_of(user)
+  self.again, self.l_key = false, nil
+  if not key then return end
+  self.again = not st:saw(key)
+  local id, hash, suspended = st:lookup(key)
+  self.l_key, self.l_id, self.l_hash, self.l_susp = key, id, hash, suspended
+  if not id then
+    local ks = state.keys_of(user)
+    for i = 2, #ks do st:saw(ks[i]) end
   end
-  self.again = again
 end
 
 -- A row read (before validation): answers the Zendesk id when its canonical JSON has the hash
@@ -71,7 +76,12 @@ function Delta:unchanged(row, user)
   -- refuses it as invalid; it is never unchanged and, sent anyway, never recorded
   local ok, hash = pcall(state.hash, user)
   if not ok then hash = nil end
-  local id, last, suspended = self.st:lookup(key)
+  local id, last, suspended
+  if self.l_key == key then
+    id, last, suspended = self.l_id, self.l_hash, self.l_susp
+  else
+    id, last, suspended = self.st:lookup(key)
+  end
   self.hash, self.id, self.suspended = hash, id, suspended or false
   -- a person named by an earlier row of this input is sent again whatever the state says:
   -- that row may have been sent (it differed), and the last row must be the last word in
