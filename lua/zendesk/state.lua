@@ -6,7 +6,8 @@
 --
 -- Tables:
 --   meta(k, v)         'account' (the base URL the state belongs to), 'version', 'run'
---   people(key, id, hash, at, run, suspended)
+--   people(key, id, hash, at, run, suspended, alt)   alt: the email key of a person keyed by
+--                                      external_id (a row naming only the email is them too)
 --   pending(row, key, hash, restore)   rows of this run submitted, their results not yet
 --                                      confirmed (so that a resume can record them)
 --   temp.seen(key)     people present in this input (not durable: a resume reads the input again)
@@ -15,7 +16,7 @@
 local core = require "zendesk.core"
 local ok_sqlite, sqlite = pcall(require, "zendesk.sqlite")
 
-local type, tostring, tonumber, pairs, error = type, tostring, tonumber, pairs, error
+local type, tostring, tonumber, pairs, ipairs, error = type, tostring, tonumber, pairs, ipairs, error
 local setmetatable = setmetatable
 local lower, format = string.lower, string.format
 local os_time = os.time
@@ -29,7 +30,7 @@ State.__index = State
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS people(key TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL,
-  run INTEGER NOT NULL, suspended INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+  run INTEGER NOT NULL, suspended INTEGER NOT NULL DEFAULT 0, alt TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS people_id ON people(id);
 CREATE TABLE IF NOT EXISTS pending(row INTEGER PRIMARY KEY, key TEXT NOT NULL, hash TEXT NOT NULL,
   restore INTEGER NOT NULL DEFAULT 0);
@@ -61,6 +62,29 @@ function _M.key_of(user)
   return nil
 end
 
+-- Every key a row names its person by (external_id and email, as key_of forms them, and the
+-- addresses of its email identities): Zendesk matches a row to a user on any of them, so a
+-- person the state keys by email is present in a row that now also carries an external_id
+-- (and the other way round), even when that row is invalid or not confirmed this run.
+function _M.keys_of(user)
+  local ks = {}
+  if type(user) ~= "table" then return ks end
+  local x = user.external_id
+  local tx = type(x)
+  if (tx == "string" and x ~= "") or tx == "number" then ks[#ks + 1] = "x:" .. lower(tostring(x)) end
+  local e = user.email
+  if type(e) == "string" and e ~= "" then ks[#ks + 1] = "e:" .. lower(e) end
+  local ids = user.identities
+  if type(ids) == "table" then
+    for _, idn in ipairs(ids) do
+      if type(idn) == "table" and idn.type == "email" and type(idn.value) == "string" and idn.value ~= "" then
+        ks[#ks + 1] = "e:" .. lower(idn.value)
+      end
+    end
+  end
+  return ks
+end
+
 -- Canonical JSON (zendesk.sqlite, in C): object keys sorted by bytes, arrays in order, strings
 -- escaped as JSON, integral numbers below 2^53 as integers (the same text, and so the same hash,
 -- under Lua 5.4 and LuaJIT). Equal tables give equal text whatever order their keys were set in.
@@ -83,16 +107,17 @@ local STATEMENTS = {
   count = "SELECT count(*) FROM people WHERE suspended = 0",
   count_all = "SELECT count(*) FROM people",
   seen = "INSERT OR IGNORE INTO temp.seen(key) VALUES (?)",
-  leaving = "SELECT count(*) FROM people WHERE suspended = 0 AND key NOT IN (SELECT key FROM temp.seen)",
+  leaving = "SELECT count(*) FROM people WHERE suspended = 0 AND key NOT IN (SELECT key FROM temp.seen) "
+    .. "AND (alt IS NULL OR alt NOT IN (SELECT key FROM temp.seen))",
   leavers = "SELECT key, id FROM people WHERE suspended = 0 AND key > ? AND key NOT IN (SELECT key FROM temp.seen) "
-    .. "ORDER BY key LIMIT ?",
+    .. "AND (alt IS NULL OR alt NOT IN (SELECT key FROM temp.seen)) ORDER BY key LIMIT ?",
   pend = "INSERT OR REPLACE INTO pending(row, key, hash, restore) VALUES (?, ?, ?, ?)",
   pending = "SELECT key, hash, restore FROM pending WHERE row = ?",
   unpend = "DELETE FROM pending WHERE row = ?",
   clear_pending = "DELETE FROM pending",
-  record = "INSERT INTO people(key, id, hash, at, run, suspended) VALUES (?, ?, ?, ?, ?, 0) "
+  record = "INSERT INTO people(key, id, hash, at, run, suspended, alt) VALUES (?, ?, ?, ?, ?, 0, ?) "
     .. "ON CONFLICT(key) DO UPDATE SET id = excluded.id, hash = excluded.hash, at = excluded.at, "
-    .. "run = excluded.run, suspended = 0",
+    .. "run = excluded.run, suspended = 0, alt = excluded.alt",
   rekey = "DELETE FROM people WHERE id = ? AND key <> ?",
   suspend = "UPDATE people SET suspended = 1, at = ?, run = ? WHERE key = ? AND id = ?",
   suspended_in = "SELECT key, id FROM people WHERE suspended = 1 AND run = ? AND key > ? ORDER BY key LIMIT ?",
@@ -146,6 +171,18 @@ function _M.open(path, opts)
   end
   if not opts.readonly or not exists then
     ok, e = db:exec(SCHEMA)
+    if not ok then return fail(e) end
+  end
+  -- a state written before people had the alt column (the second key of a person keyed by
+  -- external_id) takes it now; a dry run cannot write, and says so
+  local probe = db:prepare("SELECT alt FROM people LIMIT 0")
+  if probe then
+    probe:close()
+  elseif opts.readonly then
+    return fail("was written by an earlier version of this sync: run it once without --dry-run to upgrade it",
+                "StateVersion")
+  else
+    ok, e = db:exec("ALTER TABLE people ADD COLUMN alt TEXT")
     if not ok then return fail(e) end
   end
   ok, e = db:exec("CREATE TEMP TABLE IF NOT EXISTS seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
@@ -233,13 +270,16 @@ function State:lookup(key)
   return id, hash, suspended == 1
 end
 
--- Marks a person present in this input (temporary table; committed in batches).
+-- Marks a person present in this input (temporary table; committed in batches); answers
+-- whether the key was new in this input (false: an earlier row named it already).
 function State:saw(key)
   must(self, self:begin())
   must(self, self.q.seen:run(key))
+  local fresh = self.db:changes() > 0
   local n = self.seen_n + 1
   self.seen_n = n
   if n >= SEEN_BATCH then must(self, self:commit()) end
+  return fresh
 end
 
 -- Rows about to be submitted: what to record once Zendesk confirms them.
@@ -248,13 +288,17 @@ function State:pend(row, key, hash, restore)
   must(self, self.q.pend:run(row, key, hash, restore and 1 or 0))
 end
 
--- syntax: restored = st:confirm(row, id)   records a row Zendesk confirmed (created or updated,
--- with its id); answers whether it was a restore; false when the row was not pending
-function State:confirm(row, id, now)
+-- syntax: restored = st:confirm(row, id [, now [, email]])   records a row Zendesk confirmed
+-- (created or updated, with its id; email: the address sent, kept as the person's second key
+-- when they are keyed by external_id); answers whether it was a restore; false when the row
+-- was not pending
+function State:confirm(row, id, now, email)
   local key, hash, restore = must(self, self.q.pending:run(row))
   if key == true then return false end
   must(self, self:begin())
-  must(self, self.q.record:run(key, id, hash, now or os_time(), self.run))
+  local alt = nil
+  if key:sub(1, 2) == "x:" and type(email) == "string" and email ~= "" then alt = "e:" .. lower(email) end
+  must(self, self.q.record:run(key, id, hash, now or os_time(), self.run, alt))
   -- one Zendesk user, one person: a row that now keys them otherwise (an external_id added to a
   -- person keyed by email) replaces the old key, which would otherwise look like a leaver
   must(self, self.q.rekey:run(id, key))

@@ -215,6 +215,20 @@ local function start(S, client, source, opts)
   if opts.resume then
     header, source = resume.header(S, client, source, opts, ropts)
     if not header then return nil, source end
+    -- the state the interrupted run used, and no other: its pending rows (by row number) are
+    -- what this resume records, and a stranger's would pair keys with the wrong Zendesk ids
+    local hs = type(header.state) == "string" and header.state or nil
+    local same = hs == opts.state
+    if not same and hs and opts.state then
+      local a = core.file_id(hs)
+      same = (a ~= nil and a == core.file_id(opts.state)) or same_new_path(hs, opts.state)
+    end
+    if not same then
+      return nil, core.error{ kind = "validation", code = "StateMismatch", journal = opts.journal, message = format(
+        "journal %s was written by a run %s, this resume has %s: resume with the same state (option 'state')",
+        opts.journal, hs and "with the state " .. hs or "without a state",
+        opts.state and "the state " .. opts.state or "none") }
+    end
   end
   if source == nil then error("sync_users: argument 'source' is required", 3) end
 
@@ -247,6 +261,22 @@ local function start(S, client, source, opts)
     if (rid and rid == core.file_id(opts.journal)) or same_new_path(opts.report, opts.journal) then
       return nil, core.error{ kind = "validation", path = opts.report, message = format(
         "journal %s is the report file %s: give them different paths", opts.journal, opts.report) }
+    end
+  end
+
+  -- nor the state: a report renamed over it or a journal appended to it destroys it
+  if opts.state then
+    local sid = core.file_id(opts.state)
+    local others = { { "input", type(source) == "string" and source or nil, input_id } }
+    for _, o in ipairs(outputs) do others[#others + 1] = o end
+    for _, o in ipairs(others) do
+      local what, p = o[1], o[2]
+      local pid = o[3] or (p and core.file_id(p))
+      if (sid and pid and sid == pid) or (p and same_new_path(p, opts.state)) then
+        return nil, core.error{ kind = "validation", path = p, message = format(
+          "%s %s is the state file %s: refused, it would destroy the state (give them different paths)",
+          what, tostring(p), opts.state) }
+      end
     end
   end
 

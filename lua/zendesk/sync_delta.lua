@@ -7,6 +7,7 @@
 local is_int = require("zendesk.options").is_int
 
 local type, tostring, error, setmetatable, tonumber, require = type, tostring, error, setmetatable, tonumber, require
+local pcall = pcall
 local match, format = string.match, string.format
 
 local _M = {}
@@ -45,9 +46,22 @@ function _M.attach(S, client, opts)
 end
 
 -- Any row read (valid, invalid, skipped, or finished before a resume): its person is present.
+-- A person the state does not know under the row's key may be there under its other key (keyed
+-- by email before the row carried an external_id): then every key the row names is marked, so
+-- that they are no leaver even if this row is invalid. Notes whether an earlier row of this
+-- input had the same key (self.again: see unchanged) and keeps the lookup for unchanged.
 function Delta:saw(user)
-  local key = self.state.key_of(user)
-  if key then self.st:saw(key) end
+  local state, st = self.state, self.st
+  local key = state.key_of(user)
+  self.again, self.l_key = false, nil
+  if not key then return end
+  self.again = not st:saw(key)
+  local id, hash, suspended = st:lookup(key)
+  self.l_key, self.l_id, self.l_hash, self.l_susp = key, id, hash, suspended
+  if not id then
+    local ks = state.keys_of(user)
+    for i = 2, #ks do st:saw(ks[i]) end
+  end
 end
 
 -- A row read (before validation): answers the Zendesk id when its canonical JSON has the hash
@@ -58,10 +72,21 @@ function Delta:unchanged(row, user)
   local key = state.key_of(user)
   self.row, self.key, self.hash, self.id, self.suspended = row, key, nil, nil, false
   if not key then return nil end
-  local hash = state.hash(user)
-  local id, last, suspended = self.st:lookup(key)
+  -- a value the hash cannot take (nested too deep, cyclic) is the row's problem: validation
+  -- refuses it as invalid; it is never unchanged and, sent anyway, never recorded
+  local ok, hash = pcall(state.hash, user)
+  if not ok then hash = nil end
+  local id, last, suspended
+  if self.l_key == key then
+    id, last, suspended = self.l_id, self.l_hash, self.l_susp
+  else
+    id, last, suspended = self.st:lookup(key)
+  end
   self.hash, self.id, self.suspended = hash, id, suspended or false
-  if id and not suspended and last == hash and not self.full then
+  -- a person named by an earlier row of this input is sent again whatever the state says:
+  -- that row may have been sent (it differed), and the last row must be the last word in
+  -- Zendesk, as in a run without a state
+  if hash and id and not suspended and last == hash and not self.full and not self.again then
     self.counts.unchanged = self.counts.unchanged + 1
     return id
   end
@@ -78,8 +103,13 @@ function Delta:will_send(row, user)
     return
   end
   if self.id then c.changed = c.changed + 1 else c.new = c.new + 1 end
-  if self.suspended then user.suspended = false end
-  if not self.st.readonly then self.wait[row] = { self.key, self.hash, self.suspended } end
+  -- (a row that says suspended itself has the last word: true keeps them suspended, no restore)
+  local restore = false
+  if self.suspended then
+    if user.suspended == nil then user.suspended = false end
+    restore = user.suspended == false
+  end
+  if not self.st.readonly and self.hash then self.wait[row] = { self.key, self.hash, restore } end
 end
 
 -- A batch about to be submitted: its rows are pending, committed before the request goes.
@@ -105,7 +135,7 @@ function Delta:confirm(outs)
     local o = outs[i]
     if (o.outcome == "created" or o.outcome == "updated") and is_int(o.id) then
       any = true
-      if st:confirm(o.row, o.id) then o.outcome = "restored" end
+      if st:confirm(o.row, o.id, nil, o.email) then o.outcome = "restored" end
     end
   end
   if any then

@@ -183,6 +183,11 @@ function _M.run(S, opts)
   if S.dry_run or opts.leavers ~= "suspend" then return nil end
   if S.resumed then report_earlier(S) end
   if d.leaving == 0 then return nil end
+  if S.input_cut then
+    return core.error{ kind = "validation", code = "InputCut", leaving = d.leaving, message = format(
+      "%s: the rest of the input after it was not read, so %d people of the state %s may only look absent: "
+      .. "nobody was suspended. Fix the input, then run again", S.input_cut, d.leaving, d.path) }
+  end
   local people = d.st:count()
   local limit, from = _M.limit(opts, people)
   if d.leaving > limit then

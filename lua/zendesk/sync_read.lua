@@ -7,7 +7,7 @@ local core = require "zendesk.core"
 
 local error, type, tostring, pairs, ipairs, pcall = error, type, tostring, pairs, ipairs, pcall
 local require, max, lower, match, io_open, io_type = require, math.max, string.lower, string.match, io.open, io.type
-local huge = math.huge
+local huge, find = math.huge, string.find
 local null = core.null
 local users = require "zendesk.users"
 local fields = require "zendesk.fields"
@@ -226,6 +226,11 @@ function Sync:read_one()
   if user == nil then
     local e, x
     if type(partial) == "table" then e, x = ident(partial) end
+    -- a quote never closed: the reader skipped the rest of the input, whose people were not
+    -- read (the leavers stage must not take them for leavers)
+    if type(problem) == "string" and find(problem, "unterminated quoted field", 1, true) then
+      self.input_cut = problem
+    end
     self:finalize{ row = row, outcome = "invalid", email = e, external_id = x,
                    reason = problem or ("row " .. row .. ": unreadable") }
     return true
