@@ -46,13 +46,12 @@
 
 local _M = {_VERSION = "0.1.0"}
 
-local type, error, tostring, tonumber, pcall, setmetatable, pairs, require =
-      type, error, tostring, tonumber, pcall, setmetatable, pairs, require
+local type, error, tostring, pcall, setmetatable, pairs, require =
+      type, error, tostring, pcall, setmetatable, pairs, require
 local find, sub, byte, lower, match, gsub, format =
       string.find, string.sub, string.byte, string.lower, string.match, string.gsub, string.format
 local concat = table.concat
 local io_open, io_type = io.open, io.type
-local tointeger = math.tointeger          -- nil under LuaJIT: there every number is a double
 local HUGE = math.huge
 local options = require "zendesk.options"
 
@@ -163,65 +162,13 @@ local function show(s)
   return "'" .. gsub(s, "[%c]", " ") .. "'"
 end
 
-local MAX_EXACT = 2 ^ 53
-
-local function to_integer(s)
-  if not find(s, "^[+-]?%d+$") then return nil, "is not an integer" end
-  local n = tonumber(s)
-  if tointeger then
-    -- past the 64-bit range tonumber answers a float; an id must never become one, not even
-    -- -2^63-1, whose float is -2^63 exactly (math.tointeger would take it)
-    if math.type(n) ~= "integer" then return nil, "is out of the 64-bit integer range" end
-  elseif n >= MAX_EXACT or n <= -MAX_EXACT then
-    -- a double holds every integer below 2^53; from there on tonumber rounds silently
-    return nil, "is too large to be exact under LuaJIT (2^53 or more)"
-  end
-  return n
+-- Typed cells (the fixed fields' kinds, opts.field_types, the account's definitions) are converted
+-- by zendesk.fields, the one place that knows the ten types; loaded once a column needs it.
+local function typed_cell(def, tag_sep)
+  local convert = require("zendesk.fields").convert
+  return function(v) return convert(def, v, tag_sep) end
 end
-
-local function to_decimal(s)
-  -- tonumber alone would also take hex and exponent-only forms nobody means in an HR export
-  local mant, exp = match(s, "^[+-]?([%d%.]+)(.*)$")
-  if not mant or not find(mant, "%d") or find(mant, "%..*%.")
-     or (exp ~= "" and not find(exp, "^[eE][+-]?%d+$")) then
-    return nil, "is not a decimal number"
-  end
-  local n = tonumber(s)
-  if not n or n ~= n or n == HUGE or n == -HUGE then return nil, "is out of range" end
-  return n
-end
-
-local CHECKBOX = {["true"] = true, ["1"] = true, yes = true, ["false"] = false, ["0"] = false,
-                  no = false}
-
-local function to_checkbox(s)
-  local b = CHECKBOX[lower(s)]
-  if b == nil then return nil, "is not a boolean (true/false, yes/no, 1/0)" end
-  return b
-end
-
-local DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
-
-local function to_date(s)
-  -- ISO 8601 with a time: the day (a date field holds a day)
-  s = match(s, "^(%d%d%d%d%-%d%d%-%d%d)[T ]%d%d:%d%d") or s
-  local y, m, d = match(s, "^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
-  if not y then return nil, "is not a date (YYYY-MM-DD)" end
-  y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  local last = DAYS[m]
-  if m == 2 and y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0) then last = 29 end
-  if not last or d < 1 or d > last then return nil, "is not a valid date" end
-  return s
-end
-
-local function to_lookup(s)
-  local n = find(s, "^%d+$") and to_integer(s)
-  if not n or n <= 0 then return nil, "is not the id of a record (a positive integer)" end
-  return n
-end
-
-local CONVERT = {integer = to_integer, decimal = to_decimal, checkbox = to_checkbox,
-                 date = to_date, lookup = to_lookup}
+local TYPED = {integer = true, decimal = true, checkbox = true, date = true, lookup = true, multiselect = true}
 
 local array_mt, null
 do
@@ -255,16 +202,9 @@ local function make_setter(spec, field_types, tag_sep, def, label)
     local ft = field_types[key]
     local conv
     if def and not ft then
-      -- the account's definition: its options, names and pattern (zendesk.fields)
-      local convert = require("zendesk.fields").convert
-      conv = function(v) return convert(def, v, tag_sep) end
-    elseif ft == "multiselect" then
-      conv = function(v)
-        local list = split(v, tag_sep)
-        return array_mt and setmetatable(list, array_mt) or list
-      end
-    else
-      conv = CONVERT[ft or "text"]
+      conv = typed_cell(def, tag_sep)   -- the account's definition: its options, names and pattern
+    elseif TYPED[ft] then
+      conv = typed_cell({type = ft}, tag_sep)
     end
     if not conv then
       return function(u, v)
@@ -306,7 +246,7 @@ local function make_setter(spec, field_types, tag_sep, def, label)
       if n > 0 then u.tags = tags end
     end
   end
-  local conv = CONVERT[kind]
+  local conv = typed_cell({type = kind})
   return function(u, v)
     local x, why = conv(v)
     if x == nil then return spec .. ": " .. show(v) .. " " .. why end
