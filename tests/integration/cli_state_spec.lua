@@ -10,16 +10,7 @@ local ROOT = standin.ROOT
 local q = standin.shell_quote
 local N = 3000
 
-local function count_matches(path, pattern)
-  local f = io.open(path, "rb")
-  if not f then return 0 end
-  local n = 0
-  for line in f:lines() do
-    if line:find(pattern) then n = n + 1 end
-  end
-  f:close()
-  return n
-end
+local count_matches = standin.count_matches
 
 local function sleep(s) os.execute("sleep " .. s) end
 

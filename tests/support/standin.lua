@@ -63,6 +63,19 @@ end
 
 -- File helpers the specs share.
 standin.read_file = read_file     -- contents, or nil when the file does not exist
+
+-- The lines of a file that match a Lua pattern (0 when the file does not exist): a report or a
+-- journal read while the process writing it may have been killed.
+function standin.count_matches(path, pattern)
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  local n = 0
+  for line in f:lines() do
+    if line:find(pattern) then n = n + 1 end
+  end
+  f:close()
+  return n
+end
 standin.write_file = write_file
 
 -- A fresh temporary path (not created), with an optional extension.
